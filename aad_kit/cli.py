@@ -1,0 +1,105 @@
+"""The ``aad-kit`` command line: the pipeline, plus small tools for looking at tasks."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _parse_value(text: str) -> Any:
+    """``-p name=value`` values: Python literals where they parse (1, 0.5, True, [..]), else str."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _parse_params(pairs: list[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"aad-kit: expected -p name=value, got {pair!r}")
+        params[name.strip()] = _parse_value(value)
+    return params
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from aad_kit.pipeline import StageFailed, run_pipeline
+
+    try:
+        run_dir = run_pipeline(
+            profile=args.profile,
+            run_dir=args.run_dir,
+            params=_parse_params(args.param),
+            stages=args.stage or None,
+        )
+    except StageFailed as err:
+        print(f"aad-kit: {err}", file=sys.stderr)
+        return 1
+    except (KeyError, ValueError) as err:
+        print(f"aad-kit: {err}", file=sys.stderr)
+        return 2
+    print(f"[aad-kit] run directory: {run_dir}")
+    return 0
+
+
+def _cmd_tasks(args: argparse.Namespace) -> int:
+    from aad_kit.tasks import TASK_NAMES, get_task
+
+    for name in TASK_NAMES:
+        task = get_task(name)
+        print(f"{name}: {task.signature}")
+        for s in task.settings.values():
+            flag = " (default)" if s.name == task.default_setting else ""
+            slow = " [slow]" if s.slow else ""
+            print(f"  {s.name}{flag}{slow}: {s.description}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from aad_kit.sandbox import Sandbox
+    from aad_kit.tasks import get_task
+
+    task = get_task(args.task)
+    code = Path(args.file).read_text(encoding="utf-8")
+    with Sandbox() as sandbox:
+        result = task.evaluate(code, args.setting, sandbox=sandbox)
+    print(json.dumps(result.to_dict(), indent=2, default=str))
+    return 0 if result.ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aad-kit", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="execute the stage notebooks headless into a run directory")
+    run.add_argument("--profile", default="quick", help="smoke | quick | full (default: quick)")
+    run.add_argument("--run-dir", help="resume / write this run directory (default: runs/<time>-<profile>)")
+    run.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                     help="papermill parameter passed to every stage that declares it")
+    run.add_argument("--stage", action="append", help="run only this stage (repeatable)")
+    run.set_defaults(func=_cmd_run)
+
+    tasks = sub.add_parser("tasks", help="list tasks and their settings")
+    tasks.set_defaults(func=_cmd_tasks)
+
+    ev = sub.add_parser("evaluate", help="score a program file in the sandbox")
+    ev.add_argument("task")
+    ev.add_argument("file")
+    ev.add_argument("--setting", default=None)
+    ev.set_defaults(func=_cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

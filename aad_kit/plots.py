@@ -1,0 +1,167 @@
+"""Figures for the notebooks. Each function draws one figure and returns it.
+
+Notebooks stay thin: they call these, and :func:`save_figure` keeps a PNG copy in the run
+directory so batch runs leave pictures behind, not only executed notebooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from aad_kit.result import Status
+from aad_kit.tasks import get_task
+
+STATUS_ORDER = [s.value for s in Status]
+STATUS_COLORS = {
+    "ok": "#2e7d32", "syntax_error": "#8d6e63", "missing_function": "#a1887f",
+    "forbidden_import": "#6a1b9a", "forbidden_call": "#ab47bc", "runtime_error": "#c62828",
+    "timeout": "#ef6c00", "memory_limit": "#f9a825", "invalid_output": "#1565c0",
+    "sandbox_error": "#000000",
+}
+
+
+def save_figure(fig: Figure, run_dir: str | Path | None, name: str) -> Path | None:
+    """Write ``fig`` to ``<run_dir>/figures/<name>.png`` (no-op without a run directory)."""
+    if not run_dir:
+        return None
+    path = Path(run_dir) / "figures" / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
+# ---- stage 1: instances ----------------------------------------------------------------------
+def tsp_instances(settings: Sequence[str], heuristic: str = "nearest_neighbour") -> Figure:
+    """First instance of each TSP setting, with the tour the given shipped heuristic builds."""
+    from aad_kit.tasks.tsp import construct_tour, tour_length
+
+    task = get_task("tsp_construct")
+    fn = task.heuristics()[heuristic].function(task.function_name)
+    fig, axes = plt.subplots(1, len(settings), figsize=(3.6 * len(settings), 3.6), squeeze=False)
+    for ax, setting in zip(axes[0], settings):
+        inst = task.instances(setting)[0]
+        tour = np.asarray(construct_tour(fn, inst))
+        closed = np.append(tour, tour[0])
+        ax.plot(inst.coords[closed, 0], inst.coords[closed, 1], "-", lw=0.8, color="#90a4ae")
+        ax.scatter(inst.coords[:, 0], inst.coords[:, 1], s=10, color="#37474f", zorder=3)
+        ax.scatter(*inst.coords[0], s=60, marker="*", color="#c62828", zorder=4, label="depot")
+        length = tour_length(tour, inst.distances)
+        ax.set_title(f"{setting}: n={inst.n}\n{heuristic} tour {length:.2f}", fontsize=9)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0][0].legend(loc="lower left", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def bin_packing_items(settings: Sequence[str]) -> Figure:
+    """Item-size distributions (as a fraction of the bin capacity) per bin packing setting."""
+    task = get_task("bin_packing")
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for setting in settings:
+        instances = task.instances(setting)
+        frac = np.concatenate([inst.items / inst.capacity for inst in instances])
+        cap = instances[0].capacity
+        ax.hist(frac, bins=60, range=(0, 1), histtype="step", density=True,
+                label=f"{setting} ({len(instances)}x{instances[0].num_items}, C={cap:g})")
+    ax.set_xlabel("item size / bin capacity")
+    ax.set_ylabel("density")
+    ax.set_title("Bin packing: item sizes per setting")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def admissible_set_rows(setting: str, heuristics: Sequence[str]) -> Figure:
+    """The pre-admissible rows (one colour per block triple) each priority selects."""
+    from aad_kit.tasks.admissible_set import TRIPLES, construct
+
+    task = get_task("admissible_set")
+    s = task.setting(setting)
+    n, w = s.params["n"], s.params["w"]
+    shipped = task.heuristics()
+    fig, axes = plt.subplots(1, len(heuristics), figsize=(3.2 * len(heuristics), 4.2), squeeze=False)
+    cmap = plt.get_cmap("tab10", len(TRIPLES))
+    image = None
+    for ax, name in zip(axes[0], heuristics):
+        pre, full = construct(shipped[name].function(task.function_name), n, w)
+        image = ax.imshow(pre, aspect="auto", cmap=cmap, vmin=-0.5, vmax=len(TRIPLES) - 0.5,
+                          interpolation="nearest")
+        ax.set_title(f"{name}\n{len(pre)} rows -> |set| = {len(full)}", fontsize=9)
+        ax.set_xlabel("block")
+        ax.set_ylabel("selected row (greedy order)")
+    fig.suptitle(f"Admissible set {setting} (n={n}, w={w}): the greedy selection", fontsize=9)
+    fig.tight_layout()
+    bar = fig.colorbar(image, ax=axes[0].tolist(), ticks=range(len(TRIPLES)), fraction=0.04)
+    bar.ax.set_yticklabels([str(t) for t in TRIPLES], fontsize=7)
+    bar.set_label("block triple")
+    return fig
+
+
+def baselines(df: pd.DataFrame) -> Figure:
+    """Metric of each shipped heuristic on each setting, one panel per task."""
+    tasks = list(dict.fromkeys(df["task"]))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 3.8), squeeze=False)
+    for ax, task_name in zip(axes[0], tasks):
+        sub = df[df["task"] == task_name].pivot(index="setting", columns="heuristic", values="metric")
+        sub.plot.bar(ax=ax, width=0.8, legend=True)
+        task = get_task(task_name)
+        arrow = "lower is better" if task.metric_lower_is_better else "higher is better"
+        ax.set_title(f"{task_name}", fontsize=10)
+        ax.set_ylabel(f"{task.metric_name}\n({arrow})", fontsize=8)
+        ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+# ---- stage 3: scoring -------------------------------------------------------------------------
+def status_counts(df: pd.DataFrame) -> Figure:
+    """Failure taxonomy: how many candidates ended in each status, per task."""
+    counts = pd.crosstab(df["task"], df["status"]).reindex(
+        columns=[s for s in STATUS_ORDER if s in set(df["status"])], fill_value=0
+    )
+    fig, ax = plt.subplots(figsize=(7, 0.6 + 0.5 * len(counts)))
+    counts.plot.barh(stacked=True, ax=ax, color=[STATUS_COLORS[c] for c in counts.columns])
+    ax.set_xlabel("candidates")
+    ax.set_title("Evaluation outcome per task")
+    ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def score_distribution(df: pd.DataFrame) -> Figure:
+    """Scores of the valid candidates, one panel per (task, setting)."""
+    ok = df[df["status"] == "ok"]
+    groups = list(ok.groupby(["task", "setting"]))
+    fig, axes = plt.subplots(1, max(1, len(groups)), figsize=(3.4 * max(1, len(groups)), 3.2),
+                             squeeze=False)
+    for ax, ((task_name, setting), sub) in zip(axes[0], groups):
+        ax.hist(sub["score"], bins=min(20, max(3, len(sub))), color="#2e7d32", alpha=0.8)
+        ax.set_title(f"{task_name}\n{setting} ({len(sub)} valid)", fontsize=8)
+        ax.set_xlabel("score (higher is better)", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def evaluation_times(df: pd.DataFrame) -> Figure:
+    """Wall time per evaluation by task and status (log scale)."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    labels, data = [], []
+    for (task_name, status), sub in df.groupby(["task", "status"]):
+        labels.append(f"{task_name}\n{status}")
+        data.append(sub["runtime_s"].clip(lower=1e-4).to_numpy())
+    ax.boxplot(data, vert=False)
+    ax.set_yticks(range(1, len(labels) + 1), labels, fontsize=6)
+    ax.set_xscale("log")
+    ax.set_xlabel("seconds per evaluation")
+    ax.set_title("Evaluation time per candidate")
+    fig.tight_layout()
+    return fig
