@@ -44,7 +44,7 @@ def tsp_instances(settings: Sequence[str], heuristic: str = "nearest_neighbour")
     task = get_task("tsp_construct")
     fn = task.heuristics()[heuristic].function(task.function_name)
     fig, axes = plt.subplots(1, len(settings), figsize=(3.6 * len(settings), 3.6), squeeze=False)
-    for ax, setting in zip(axes[0], settings):
+    for ax, setting in zip(axes[0], settings, strict=False):
         inst = task.instances(setting)[0]
         tour = np.asarray(construct_tour(fn, inst))
         closed = np.append(tour, tour[0])
@@ -90,7 +90,7 @@ def admissible_set_rows(setting: str, heuristics: Sequence[str]) -> Figure:
     fig, axes = plt.subplots(1, len(heuristics), figsize=(3.2 * len(heuristics), 4.2), squeeze=False)
     cmap = plt.get_cmap("tab10", len(TRIPLES))
     image = None
-    for ax, name in zip(axes[0], heuristics):
+    for ax, name in zip(axes[0], heuristics, strict=False):
         pre, full = construct(shipped[name].function(task.function_name), n, w)
         image = ax.imshow(pre, aspect="auto", cmap=cmap, vmin=-0.5, vmax=len(TRIPLES) - 0.5,
                           interpolation="nearest")
@@ -106,11 +106,14 @@ def admissible_set_rows(setting: str, heuristics: Sequence[str]) -> Figure:
 
 
 def baselines(df: pd.DataFrame) -> Figure:
-    """Metric of each shipped heuristic on each setting, one panel per task."""
+    """Metric of each shipped heuristic on each setting, one panel per task.
+
+    A missing bar is a heuristic that did not finish validly (e.g. over the time budget).
+    """
     tasks = list(dict.fromkeys(df["task"]))
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 3.8), squeeze=False)
-    for ax, task_name in zip(axes[0], tasks):
-        sub = df[df["task"] == task_name].pivot(index="setting", columns="heuristic", values="metric")
+    for ax, task_name in zip(axes[0], tasks, strict=False):
+        sub = df[df["task"] == task_name].pivot(index="setting", columns="name", values="metric")
         sub.plot.bar(ax=ax, width=0.8, legend=True)
         task = get_task(task_name)
         arrow = "lower is better" if task.metric_lower_is_better else "higher is better"
@@ -143,7 +146,7 @@ def score_distribution(df: pd.DataFrame) -> Figure:
     groups = list(ok.groupby(["task", "setting"]))
     fig, axes = plt.subplots(1, max(1, len(groups)), figsize=(3.4 * max(1, len(groups)), 3.2),
                              squeeze=False)
-    for ax, ((task_name, setting), sub) in zip(axes[0], groups):
+    for ax, ((task_name, setting), sub) in zip(axes[0], groups, strict=False):
         ax.hist(sub["score"], bins=min(20, max(3, len(sub))), color="#2e7d32", alpha=0.8)
         ax.set_title(f"{task_name}\n{setting} ({len(sub)} valid)", fontsize=8)
         ax.set_xlabel("score (higher is better)", fontsize=8)
@@ -152,16 +155,26 @@ def score_distribution(df: pd.DataFrame) -> Figure:
 
 
 def evaluation_times(df: pd.DataFrame) -> Figure:
-    """Wall time per evaluation by task and status (log scale)."""
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    labels, data = [], []
-    for (task_name, status), sub in df.groupby(["task", "status"]):
-        labels.append(f"{task_name}\n{status}")
-        data.append(sub["runtime_s"].clip(lower=1e-4).to_numpy())
-    ax.boxplot(data, vert=False)
-    ax.set_yticks(range(1, len(labels) + 1), labels, fontsize=6)
-    ax.set_xscale("log")
-    ax.set_xlabel("seconds per evaluation")
-    ax.set_title("Evaluation time per candidate")
+    """Wall time per evaluation, one panel per task, one row per status (log scale).
+
+    Static rejections (syntax, forbidden code) never reach a process and take microseconds;
+    timeouts sit at the timeout. Each dot is one candidate.
+    """
+    tasks = list(dict.fromkeys(df["task"]))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False,
+                             sharex=True)
+    rng = np.random.default_rng(0)
+    for ax, task_name in zip(axes[0], tasks, strict=False):
+        sub = df[df["task"] == task_name]
+        statuses = [s for s in STATUS_ORDER if s in set(sub["status"])]
+        for y, status in enumerate(statuses):
+            t = sub.loc[sub["status"] == status, "runtime_s"].clip(lower=1e-5).to_numpy()
+            ax.scatter(t, y + rng.uniform(-0.15, 0.15, len(t)), s=14, alpha=0.8,
+                       color=STATUS_COLORS[status])
+        ax.set_yticks(range(len(statuses)), statuses, fontsize=7)
+        ax.set_xscale("log")
+        ax.set_xlabel("seconds per evaluation", fontsize=8)
+        ax.set_title(task_name, fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return fig

@@ -21,7 +21,7 @@ REGISTRY: dict[str, str] = {
 TASK_NAMES: tuple[str, ...] = tuple(REGISTRY)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load(spec: str) -> Task:
     module_name, _, class_name = spec.partition(":")
     cls = getattr(importlib.import_module(module_name), class_name)

@@ -205,7 +205,7 @@ def expand(pre_rows: np.ndarray | Sequence[Sequence[int]]) -> np.ndarray:
 
 
 def _as_priority(value: Any, el: tuple[int, ...], n: int, w: int) -> float:
-    """The priority as a finite float, or :class:`InvalidOutput` naming the offending call."""
+    """The priority as a float (not NaN), or :class:`InvalidOutput` naming the offending call."""
     ok_type = isinstance(value, (numbers.Real, np.integer, np.floating, np.bool_)) or (
         isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "biuf"
     )
@@ -215,7 +215,7 @@ def _as_priority(value: Any, el: tuple[int, ...], n: int, w: int) -> float:
             shown = shown[:77] + "..."
         raise InvalidOutput(
             f"priority(el={el}, n={n}, w={w}) returned {shown} of type "
-            f"{type(value).__name__}; it must return a single finite real number (a float)"
+            f"{type(value).__name__}; it must return a single real number (a float)"
         )
     try:
         x = float(value)
@@ -224,10 +224,12 @@ def _as_priority(value: Any, el: tuple[int, ...], n: int, w: int) -> float:
             f"priority(el={el}, n={n}, w={w}) returned {value!r:.80}, which does not convert "
             f"to a float ({exc})"
         ) from None
-    if not math.isfinite(x):
+    if math.isnan(x):
+        # +-inf is allowed (it orders deterministically: "always first"/"never first");
+        # NaN has no order, so the greedy's choice would be arbitrary.
         raise InvalidOutput(
-            f"priority(el={el}, n={n}, w={w}) returned {x}; priorities must be finite "
-            f"(no NaN or infinity)"
+            f"priority(el={el}, n={n}, w={w}) returned NaN; priorities must be real numbers "
+            f"(infinity is allowed, NaN is not)"
         )
     return x
 

@@ -118,7 +118,10 @@ class Task(ABC):
             ) from None
 
     def instances(self, setting: str | Setting | None = None) -> Any:
-        return _cached_instances(self, self.setting(setting).name)
+        s = self.setting(setting)
+        if self.settings.get(s.name) is s:
+            return _cached_instances(self, s.name)
+        return self.build_instances(s)  # a user-made Setting: built each time, not cached
 
     def run(self, fn: Callable[..., Any], setting: str | Setting | None = None) -> Measurement:
         """Score a trusted callable in-process (no sandbox)."""
@@ -131,7 +134,7 @@ class Task(ABC):
         """Score untrusted source code in the sandbox (the shared default one if not given)."""
         from aad_kit.sandbox import default_sandbox
 
-        return (sandbox or default_sandbox()).evaluate(self.name, code, self.setting(setting).name)
+        return (sandbox or default_sandbox()).evaluate(self, code, self.setting(setting).name)
 
     def heuristics(self) -> dict[str, Heuristic]:
         """The shipped baseline programs in ``data/heuristics/<task>/``."""

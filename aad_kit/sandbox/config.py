@@ -1,0 +1,78 @@
+"""Sandbox configuration and the default import allow-list."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+# Modules a candidate may import (top-level names; their submodules come with them, except
+# the blocked entry points listed in :mod:`aad_kit.sandbox.policy`). All are pure computation:
+# none opens files, sockets or processes through its public API.
+#
+# ``time`` is included on purpose: LLM-written heuristics often keep a time budget
+# (``time.perf_counter()``), and rejecting them all would waste samples. Sleeping only burns the
+# candidate's own wall-clock budget. The price is that a time-dependent heuristic is not
+# deterministic; the sandbox makes no promise for those.
+DEFAULT_ALLOWED_IMPORTS: frozenset[str] = frozenset(
+    {
+        "numpy",
+        "math",
+        "cmath",
+        "random",
+        "itertools",
+        "functools",
+        "heapq",
+        "collections",
+        "statistics",
+        "operator",
+        "bisect",
+        "typing",
+        "dataclasses",
+        "copy",
+        "fractions",
+        "decimal",
+        "numbers",
+        "array",
+        "re",
+        "string",
+        "enum",
+        "abc",
+        "time",
+    }
+)
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """Limits and policy of a :class:`~aad_kit.sandbox.Sandbox`.
+
+    ``enforce_policy=False`` turns off *both* Python-level layers (the static AST check of
+    imports/names and the runtime guard: restricted builtins, import guard, module proxies) so
+    that tests can show the process-level layers (rlimits, unprivileged uid, network namespace,
+    clean environment, process-group/uid clean-up) hold on their own. Syntax errors and a
+    missing function are still reported: they are not policy.
+    """
+
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    timeout_s: float | None = None  # None: the setting's own ``timeout_s``
+    memory_mb: int = 1024  # address space the candidate may add on top of the worker's
+    max_output_bytes: int = 64 * 1024  # captured stdout+stderr kept per candidate
+    allowed_imports: frozenset[str] = DEFAULT_ALLOWED_IMPORTS
+    enforce_policy: bool = True
+    cache_path: str | None = None  # sqlite file backing the result cache (None: memory only)
+    use_cache: bool = True
+    grace_s: float = 5.0  # extra wall time the parent grants a worker before replacing it
+    setup_timeout_s: float = 600.0  # worker start-up + building a setting's instances
+    max_processes: int = 32  # RLIMIT_NPROC for the candidate's unprivileged uid
+    # As root, run each candidate under an unprivileged uid of its own (see isolation.py).
+    # Off only to test the other layers without it; ignored when not root.
+    switch_uid: bool = True
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError("workers must be >= 1")
+        if self.timeout_s is not None and self.timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
+        if self.memory_mb < 16:
+            raise ValueError("memory_mb must be at least 16")
+        object.__setattr__(self, "allowed_imports", frozenset(self.allowed_imports))

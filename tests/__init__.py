@@ -1,0 +1,1 @@
+"""Test package (makes ``tests.sandbox_fixture_task`` importable in sandbox workers)."""

@@ -1,0 +1,103 @@
+"""The notebooks run headless through papermill, as a batch user runs them.
+
+One smoke-profile pipeline run (module fixture) serves the artifact checks; resume and
+failure behaviour are tested on top of it.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import papermill as pm
+import pytest
+
+from aad_kit.cli import main as cli_main
+from aad_kit.pipeline import STAGES, StageFailed, run_pipeline
+
+pytestmark = pytest.mark.notebook
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("run") / "smoke"
+    assert cli_main(["run", "--profile", "smoke", "--run-dir", str(run_dir)]) == 0
+    return run_dir
+
+
+@pytest.mark.parametrize("stage", STAGES, ids=lambda s: s.name)
+def test_every_parameters_cell_assignment_is_visible_to_papermill(stage):
+    """A comment papermill cannot parse silently hides a parameter from `-p` and the pipeline."""
+    nb = nbformat.read(stage.notebook, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    assigned = {
+        node.target.id if isinstance(node, ast.AnnAssign) else node.targets[0].id
+        for node in ast.parse(cell.source).body
+        if isinstance(node, (ast.Assign, ast.AnnAssign))
+    }
+    declared = set(pm.inspect_notebook(str(stage.notebook)))
+    assert assigned == declared
+    assert {"profile", "run_dir"} <= declared
+
+
+def test_smoke_pipeline_writes_every_stage_artifact(smoke_run):
+    manifest = json.loads((smoke_run / "manifest.json").read_text())
+    assert manifest["profile"] == "smoke"
+    assert set(manifest["stages"]) == {s.name for s in STAGES}
+    assert manifest["evaluator_version"] and manifest["packages"]["numpy"]
+    for stage in STAGES:
+        assert (smoke_run / "stages" / f"{stage.name}.done").exists()
+        executed = nbformat.read(smoke_run / "notebooks" / stage.notebook.name, as_version=4)
+        errors = [o for c in executed.cells if c.cell_type == "code"
+                  for o in c.get("outputs", []) if o.get("output_type") == "error"]
+        assert not errors
+    for figure in ["tsp_instances", "bin_packing_items", "admissible_set_rows", "baselines",
+                   "status_counts", "baseline_scores", "evaluation_times"]:
+        assert (smoke_run / "figures" / f"{figure}.png").stat().st_size > 5_000, figure
+
+
+def test_task_definition_stage_scores_every_shipped_heuristic(smoke_run):
+    from aad_kit.tasks import TASK_NAMES, get_task
+
+    df = pd.read_csv(smoke_run / "tables" / "baselines.csv")
+    for name in TASK_NAMES:
+        shipped = set(get_task(name).heuristics())
+        assert set(df.loc[df["task"] == name, "name"]) == shipped
+    assert (df["status"] == "ok").all() and df["metric"].notna().all()
+
+
+def test_scoring_stage_reports_every_hostile_status(smoke_run):
+    from aad_kit.sandbox.hostile import hostile_candidates
+
+    df = pd.read_csv(smoke_run / "tables" / "scoring.csv")
+    hostile = df[df["kind"] == "hostile"]
+    assert len(hostile) == 3 * len(hostile_candidates())
+    assert (hostile["status"] == hostile["expected"]).all()
+    assert (df.loc[df["kind"] == "baseline", "status"] == "ok").all()
+
+
+def test_rerunning_a_finished_run_skips_every_stage(smoke_run, capsys):
+    before = {p.name: p.stat().st_mtime for p in (smoke_run / "notebooks").iterdir()}
+    run_pipeline("smoke", smoke_run, progress=False)
+    out = capsys.readouterr().out
+    assert out.count("already done, skipping") == len(STAGES)
+    assert {p.name: p.stat().st_mtime for p in (smoke_run / "notebooks").iterdir()} == before
+
+
+def test_failing_stage_names_notebook_and_cell(tmp_path):
+    with pytest.raises(StageFailed, match=r"01_task_definition.*cell \d+.*AssertionError.*no_such_task"):
+        run_pipeline("smoke", tmp_path / "bad", params={"tasks": ["no_such_task"]},
+                     stages=["01_task_definition"], progress=False)
+    assert not (tmp_path / "bad" / "stages" / "01_task_definition.done").exists()
+
+
+def test_unknown_parameter_and_profile_are_rejected_before_running(tmp_path, capsys):
+    assert cli_main(["run", "--profile", "smoke", "--run-dir", str(tmp_path / "x"),
+                     "-p", "not_a_parameter=1"]) == 2
+    assert "not_a_parameter" in capsys.readouterr().err
+    with pytest.raises(KeyError, match="unknown profile"):
+        run_pipeline("huge", tmp_path / "y")
+    assert not (tmp_path / "x").exists()
