@@ -3,11 +3,30 @@
 The prompt a model sees during search is also the prompt ``x`` of every DPO preference
 pair, so training matches use. Keep all prompt text here.
 
-Answer format (asked of every model, parsed by the search stage): one line starting with
-``Idea:`` describing the algorithm, then the complete function in a ```python block.
+Answer format (asked of every model, parsed by :mod:`aad_kit.search.parsing`): one line
+starting with ``Idea:`` describing the algorithm, then the complete function in a ```python
+block.
+
+Operators (after Evolution of Heuristics, Liu et al. 2024):
+
+====  =======  ====================================================================
+name  parents  what the model is asked to do
+====  =======  ====================================================================
+i1    0        design a new algorithm from the task description and the template
+e1    2+       design an algorithm whose idea differs from all the parents' ideas
+e2    2+       find the idea the parents share, and build a new algorithm on it
+m1    1        rework the parent into a different, hopefully better, algorithm
+m2    1        keep the parent's structure but change its parameters / score formula
+====  =======  ====================================================================
+
+Every builder is a pure function of the task and the parents' code and ideas, so the same
+parents always give the same prompt text.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from aad_kit.tasks import Task, get_task
 
@@ -26,6 +45,11 @@ ANSWER_FORMAT = (
     "collections. Do not read or write files, print, or use the network."
 )
 
+OPERATORS: tuple[str, ...] = ("i1", "e1", "e2", "m1", "m2")
+# Minimum number of parents each operator takes (e1/e2 accept more than two).
+MIN_PARENTS: dict[str, int] = {"i1": 0, "e1": 2, "e2": 2, "m1": 1, "m2": 1}
+MAX_PARENTS: dict[str, int | None] = {"i1": 0, "e1": None, "e2": None, "m1": 1, "m2": 1}
+
 
 def _task_block(task: Task) -> str:
     return (
@@ -38,6 +62,38 @@ def answer_format(task: Task) -> str:
     return ANSWER_FORMAT.format(signature_name=f"`{task.function_name}`")
 
 
+def _parent_fields(parent: Any) -> tuple[str, str]:
+    """``(idea, code)`` of a parent given as a record, a mapping or an ``(idea, code)`` pair."""
+    if isinstance(parent, Mapping):
+        idea, code = parent.get("idea"), parent.get("code")
+    elif isinstance(parent, tuple) and len(parent) == 2:
+        idea, code = parent
+    else:
+        idea, code = getattr(parent, "idea", None), getattr(parent, "code", None)
+    if not code or not isinstance(code, str):
+        raise ValueError(f"a parent needs non-empty code, got {parent!r:.200}")
+    idea = " ".join(str(idea or "").split()) or "(no description given)"
+    return idea, code.strip()
+
+
+def _parent_block(parent: Any, label: str) -> str:
+    idea, code = _parent_fields(parent)
+    return f"{label}\nIdea: {idea}\n```python\n{code}\n```"
+
+
+def _parents_block(parents: Sequence[Any]) -> str:
+    return "\n\n".join(
+        _parent_block(p, f"Algorithm {i} of {len(parents)}:") for i, p in enumerate(parents, 1)
+    )
+
+
+def _check_parents(op: str, parents: Sequence[Any]) -> None:
+    lo, hi = MIN_PARENTS[op], MAX_PARENTS[op]
+    if len(parents) < lo or (hi is not None and len(parents) > hi):
+        want = f"exactly {lo}" if hi == lo else f"at least {lo}"
+        raise ValueError(f"operator {op} takes {want} parent(s), got {len(parents)}")
+
+
 def i1_prompt(task: str | Task) -> str:
     """Operator i1: design a new algorithm from the task description alone."""
     t = get_task(task)
@@ -48,9 +104,99 @@ def i1_prompt(task: str | Task) -> str:
     )
 
 
+def e1_prompt(task: str | Task, parents: Sequence[Any]) -> str:
+    """Operator e1 (exploration): an algorithm unlike every one of the given parents."""
+    t = get_task(task)
+    _check_parents("e1", parents)
+    return (
+        f"{_task_block(t)}\n\n"
+        f"Here are {len(parents)} algorithms already written for this task:\n\n"
+        f"{_parents_block(parents)}\n\n"
+        "Design a new algorithm for this task whose idea is clearly different from all of "
+        "the algorithms above: do not just tune or combine them, try another approach.\n\n"
+        f"{answer_format(t)}"
+    )
+
+
+def e2_prompt(task: str | Task, parents: Sequence[Any]) -> str:
+    """Operator e2 (exploration): a new algorithm built on the idea the parents share."""
+    t = get_task(task)
+    _check_parents("e2", parents)
+    return (
+        f"{_task_block(t)}\n\n"
+        f"Here are {len(parents)} algorithms already written for this task:\n\n"
+        f"{_parents_block(parents)}\n\n"
+        "First work out the core idea these algorithms have in common. Then design a new "
+        "algorithm that builds on that shared idea but is not a copy of any of them, and "
+        "that should perform better.\n\n"
+        f"{answer_format(t)}"
+    )
+
+
+def m1_prompt(task: str | Task, parent: Any) -> str:
+    """Operator m1 (modification): rework one parent into a different, better algorithm."""
+    t = get_task(task)
+    return (
+        f"{_task_block(t)}\n\n"
+        f"Here is an algorithm already written for this task:\n\n"
+        f"{_parent_block(parent, 'Algorithm:')}\n\n"
+        "Modify this algorithm into a new version with a different form that should "
+        "perform better: change how it decides, not only its constants.\n\n"
+        f"{answer_format(t)}"
+    )
+
+
+def m2_prompt(task: str | Task, parent: Any) -> str:
+    """Operator m2 (modification): same structure, different parameters / score formula."""
+    t = get_task(task)
+    return (
+        f"{_task_block(t)}\n\n"
+        f"Here is an algorithm already written for this task:\n\n"
+        f"{_parent_block(parent, 'Algorithm:')}\n\n"
+        "Identify the main parameters of this algorithm (constants, weights, thresholds, "
+        "the terms of its scoring formula). Keep its overall structure and write a new "
+        "version with different parameter values or a changed scoring formula that should "
+        "perform better.\n\n"
+        f"{answer_format(t)}"
+    )
+
+
+def build_prompt(operator: str, task: str | Task, parents: Sequence[Any] = ()) -> str:
+    """The prompt of ``operator`` (one of :data:`OPERATORS`) for ``parents``."""
+    if operator not in OPERATORS:
+        raise ValueError(f"unknown operator {operator!r}; choose one of: {', '.join(OPERATORS)}")
+    _check_parents(operator, parents)
+    if operator == "i1":
+        return i1_prompt(task)
+    if operator == "e1":
+        return e1_prompt(task, parents)
+    if operator == "e2":
+        return e2_prompt(task, parents)
+    if operator == "m1":
+        return m1_prompt(task, parents[0])
+    return m2_prompt(task, parents[0])
+
+
 def as_messages(user_prompt: str) -> list[dict[str, str]]:
     """Chat-format messages (for models with a chat template)."""
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
         {"role": "user", "content": user_prompt},
     ]
+
+
+__all__ = [
+    "ANSWER_FORMAT",
+    "MAX_PARENTS",
+    "MIN_PARENTS",
+    "OPERATORS",
+    "SYSTEM_PROMPT",
+    "answer_format",
+    "as_messages",
+    "build_prompt",
+    "e1_prompt",
+    "e2_prompt",
+    "i1_prompt",
+    "m1_prompt",
+    "m2_prompt",
+]

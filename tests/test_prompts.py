@@ -1,0 +1,83 @@
+"""Prompt builders: every operator shows the parents' code and ideas and the answer format."""
+
+from __future__ import annotations
+
+import pytest
+
+from aad_kit import prompts
+from aad_kit.db import AlgorithmDB
+from aad_kit.search.parsing import parse_answer
+from aad_kit.tasks import TASK_NAMES, get_task
+
+P1 = ("prefer vectors with many twos", "def priority(el, n, w):\n    return float(el.count(2))\n")
+P2 = {"idea": "penalise leading zeros", "code": "def priority(el, n, w):\n    return -float(el[0] == 0)\n"}
+P3 = ("", "def priority(el, n, w):\n    return 0.5\n")
+
+
+@pytest.mark.parametrize("task", TASK_NAMES)
+@pytest.mark.parametrize("op", prompts.OPERATORS)
+def test_every_operator_has_task_format_and_parents(task, op):
+    t = get_task(task)
+    parents = {"i1": [], "e1": [P1, P2], "e2": [P1, P2, P3], "m1": [P1], "m2": [P2]}[op]
+    text = prompts.build_prompt(op, task, parents)
+    assert t.description.strip() in text and t.signature in text
+    assert prompts.answer_format(t) in text and "Idea:" in text and "```python" in text
+    assert f"`{t.function_name}`" in text
+    for p in parents:
+        idea, code = (p["idea"], p["code"]) if isinstance(p, dict) else p
+        assert code.strip() in text
+        if idea:
+            assert f"Idea: {idea}" in text
+    if not parents:
+        assert t.template_program.strip() in text
+    if op in ("e1", "e2"):
+        assert f"Algorithm {len(parents)} of {len(parents)}" in text
+    assert text == prompts.build_prompt(op, task, parents)  # deterministic
+
+
+def test_operators_ask_different_things():
+    texts = {op: prompts.build_prompt(op, "admissible_set", {"i1": [], "e1": [P1, P2], "e2": [P1, P2], "m1": [P1], "m2": [P1]}[op])
+             for op in prompts.OPERATORS}
+    assert len(set(texts.values())) == len(texts)
+    assert "different from all" in texts["e1"]
+    assert "in common" in texts["e2"]
+    assert "different form" in texts["m1"]
+    assert "parameter" in texts["m2"]
+
+
+def test_empty_idea_is_marked():
+    text = prompts.m1_prompt("admissible_set", P3)
+    assert "Idea: (no description given)" in text
+
+
+def test_parent_counts_checked():
+    with pytest.raises(ValueError):
+        prompts.build_prompt("e1", "admissible_set", [P1])
+    with pytest.raises(ValueError):
+        prompts.build_prompt("m2", "admissible_set", [P1, P2])
+    with pytest.raises(ValueError):
+        prompts.build_prompt("x9", "admissible_set")
+    with pytest.raises(ValueError):
+        prompts.m1_prompt("admissible_set", ("idea", ""))
+
+
+def test_db_records_are_accepted_as_parents(tmp_path):
+    with AlgorithmDB(tmp_path / "a.sqlite") as db:
+        aid = db.add_algorithm(run_id="r", task="admissible_set", setting="n12_w7", operator="i1",
+                               status="ok", sample_index=0, code=P1[1], idea=P1[0], score=1.0)
+        rec = db.get(aid)
+    text = prompts.e2_prompt("admissible_set", [rec, P2])
+    assert P1[1].strip() in text and P1[0] in text
+
+
+def test_legacy_api_kept():
+    assert prompts.SYSTEM_PROMPT and "{signature_name}" in prompts.ANSWER_FORMAT
+    msgs = prompts.as_messages(prompts.i1_prompt("bin_packing"))
+    assert [m["role"] for m in msgs] == ["system", "user"]
+
+
+def test_an_answer_in_the_requested_format_parses():
+    t = get_task("tsp_construct")
+    answer = f"Idea: nearest neighbour.\n```python\n{t.template_program.strip()}\n```"
+    p = parse_answer(answer, t)
+    assert p.has_code and p.idea == "nearest neighbour." and p.notes == []
