@@ -178,3 +178,58 @@ def evaluation_times(df: pd.DataFrame) -> Figure:
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+# ---- stage 2: search ---------------------------------------------------------------------------
+def _samples(df: pd.DataFrame) -> pd.DataFrame:
+    """LLM samples only (shipped seed heuristics have negative sample indices), in order."""
+    return df[df["sample_index"].notna() & (df["sample_index"] >= 0)].sort_values("sample_index")
+
+
+def best_so_far(df: pd.DataFrame, baselines: dict[str, float] | None = None) -> Figure:
+    """Best valid score after each LLM sample, with the shipped baselines as reference lines."""
+    samples = _samples(df)
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    curve = samples["score"].where(samples["status"] == "ok").cummax()
+    ax.step(samples["sample_index"], curve, where="post", color="#1565c0", label="best generated")
+    ok = samples[samples["status"] == "ok"]
+    ax.scatter(ok["sample_index"], ok["score"], s=10, color="#90caf9", label="valid sample")
+    for i, (name, score) in enumerate(sorted((baselines or {}).items(), key=lambda kv: -kv[1])):
+        ax.axhline(score, ls="--", lw=0.8, color=plt.get_cmap("Greys")(0.4 + 0.12 * i), label=name)
+    ax.set_xlabel("LLM sample")
+    ax.set_ylabel("score (higher is better)")
+    ax.set_title("Best score so far")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def valid_rate_by_operator(df: pd.DataFrame) -> Figure:
+    """Share of each operator's samples that ended in each status."""
+    samples = _samples(df)
+    table = pd.crosstab(samples["operator"], samples["status"], normalize="index")
+    table = table.reindex(columns=[s for s in STATUS_ORDER if s in table.columns])
+    counts = samples["operator"].value_counts()
+    fig, ax = plt.subplots(figsize=(7, 0.8 + 0.45 * max(1, len(table))))
+    table.plot.barh(stacked=True, ax=ax, color=[STATUS_COLORS[c] for c in table.columns])
+    ax.set_yticks(range(len(table)), [f"{op} (n={counts[op]})" for op in table.index])
+    ax.set_xlabel("share of samples")
+    ax.set_title("Outcome per operator")
+    ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def score_histogram(df: pd.DataFrame) -> Figure:
+    """Scores of the valid, non-duplicate algorithms in the database (seeds included)."""
+    ok = df[(df["status"] == "ok") & df["duplicate_of"].isna()]
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for origin, sub in [("generated", ok[ok["operator"] != "seed"]), ("seed heuristic", ok[ok["operator"] == "seed"])]:
+        if len(sub):
+            ax.hist(sub["score"], bins=min(30, max(5, len(sub))), alpha=0.7, label=f"{origin} ({len(sub)})")
+    ax.set_xlabel("score (higher is better)")
+    ax.set_ylabel("algorithms")
+    ax.set_title("Scores in the database")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
