@@ -200,3 +200,13 @@ __all__ = [
     "m1_prompt",
     "m2_prompt",
 ]
+
+
+def format_answer(idea: str | None, code: str) -> str:
+    """An algorithm written as a model answer in :data:`ANSWER_FORMAT` (idea line + fenced code).
+
+    The inverse of :func:`aad_kit.search.parsing.parse_answer`. DAR's chosen/rejected answers
+    are built with it, so DPO trains the model on exactly the format the search parses.
+    """
+    idea_line = " ".join((idea or "").split()) or "(no idea given)"
+    return f"Idea: {idea_line}\n```python\n{code.strip()}\n```"

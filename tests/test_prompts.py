@@ -81,3 +81,16 @@ def test_an_answer_in_the_requested_format_parses():
     answer = f"Idea: nearest neighbour.\n```python\n{t.template_program.strip()}\n```"
     p = parse_answer(answer, t)
     assert p.has_code and p.idea == "nearest neighbour." and p.notes == []
+
+
+def test_format_answer_round_trips_through_the_parser():
+    from aad_kit.prompts import format_answer
+    from aad_kit.search.parsing import parse_answer
+    from aad_kit.tasks import get_task
+
+    task = get_task("tsp_construct")
+    code = task.heuristics()["nearest_neighbour"].code
+    parsed = parse_answer(format_answer("  go to the\nnearest node ", code), task)
+    assert parsed.idea == "go to the nearest node"
+    assert parsed.code is not None and "def select_next_node" in parsed.code
+    assert "Idea: (no idea given)" in format_answer(None, code)
