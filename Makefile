@@ -27,7 +27,7 @@ demo: setup
 	$(BIN)/aad-kit run --profile $(PROFILE)
 
 test: setup
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 AAD_KIT_TORCH_THREADS=1 $(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check aad_kit tests

