@@ -34,11 +34,14 @@ class Stage:
         return NOTEBOOK_DIR / f"{self.name}.ipynb"
 
 
-# Stages in pipeline order. Later stages are added as their notebooks land.
+# Stages in pipeline order; each reads the previous stages' artifacts from the run directory.
 STAGES: tuple[Stage, ...] = (
     Stage("01_task_definition", "Tasks, settings and baseline heuristics"),
     Stage("02_candidate_generation", "EoH search with an LLM into the algorithm database"),
     Stage("03_evaluator_scoring", "Sandboxed scoring and failure taxonomy"),
+    Stage("04_dar_sampling", "DAR preference pairs from the algorithm database"),
+    Stage("05_dpo_training", "DPO with a LoRA adapter on the preference pairs"),
+    Stage("06_generalisation", "Base vs fine-tuned model on training and held-out settings"),
 )
 
 

@@ -193,10 +193,15 @@ def test_profile_grid_roles_and_settings_parsing():
 
 
 def test_resolve_models(tmp_path):
+    from aad_kit.training import run_adapter_dir
+
     models, note = resolve_models("smoke", tmp_path)
     assert models == {"base": "tiny"} and "No tuned model" in note and "skipped" in note
-    adapter = tmp_path / "adapter"
-    adapter.mkdir()
+    (tmp_path / "adapter").mkdir()  # not where the DPO stage writes: ignored
+    (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
+    assert "tuned" not in resolve_models("smoke", tmp_path)[0]
+    adapter = run_adapter_dir(tmp_path)  # where the pipeline's DPO stage writes it
+    adapter.mkdir(parents=True)
     (adapter / "adapter_config.json").write_text("{}")
     models, note = resolve_models("smoke", tmp_path)
     assert models["tuned"] == f"tiny@adapter={adapter.resolve()}"

@@ -119,3 +119,26 @@ def test_unknown_parameter_and_profile_are_rejected_before_running(tmp_path, cap
     with pytest.raises(KeyError, match="unknown profile"):
         run_pipeline("huge", tmp_path / "y")
     assert not (tmp_path / "x").exists()
+
+
+def test_dar_dpo_and_generalisation_stages_chain_through_the_run_directory(smoke_run):
+    from datasets import load_from_disk
+
+    from aad_kit.training import run_adapter_dir
+
+    pairs = load_from_disk(str(smoke_run / "preference" / "pairs_dar"))
+    assert len(pairs) > 0 and {"prompt", "chosen", "rejected"} <= set(pairs.column_names)
+    assert (smoke_run / "preference" / "pairs_dar.jsonl").read_text().strip()
+
+    adapter = run_adapter_dir(smoke_run)
+    assert (adapter / "adapter_config.json").exists()
+    dpo_manifest = json.loads((smoke_run / "dpo" / "manifest.json").read_text())
+    assert dpo_manifest["dataset"]["training_sha256"] and dpo_manifest["base_model"]
+    log = pd.read_csv(smoke_run / "dpo" / "training_log.csv")
+    assert len(log) >= 1 and log["loss"].notna().all()
+
+    summary = pd.read_csv(smoke_run / "generalisation_summary.csv")
+    assert set(summary["model"]) == {"base", "tuned"}  # the tuned model is the stage-5 adapter
+    assert set(summary["role"]) == {"train", "held_out", "other_task"}
+    config = json.loads((smoke_run / "generalisation_config.json").read_text())
+    assert str(adapter.resolve()) in json.dumps(config)

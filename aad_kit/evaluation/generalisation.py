@@ -437,7 +437,7 @@ def resolve_models(
     tuned_model: str = "",
 ) -> tuple[dict[str, str], str]:
     """``({"base": spec, "tuned": spec}, explanation)``; ``tuned`` is left out when there is
-    no tuned model (no ``tuned_model``, no ``adapter_dir``, no ``<run_dir>/adapter``).
+    no tuned model (no ``tuned_model``, no ``adapter_dir``, no adapter from the run's DPO stage).
 
     ``base_model`` empty: the profile's model. ``tuned_model`` (a full spec) wins over an
     adapter. An explicitly given ``adapter_dir`` must be a PEFT adapter directory.
@@ -455,11 +455,13 @@ def resolve_models(
                                     "(no adapter_config.json)")
         models["tuned"] = with_adapter(base, adapter_dir)
         return models, f"base: {base}; tuned: base + adapter {adapter_dir}"
-    default = Path(run_dir) / "adapter" if run_dir else None
+    from aad_kit.training.dpo import run_adapter_dir
+
+    default = run_adapter_dir(run_dir) if run_dir else None
     if default is not None and is_adapter_dir(default):
         models["tuned"] = with_adapter(base, default)
         return models, f"base: {base}; tuned: base + adapter {default} (from the run directory)"
-    where = f"{default}" if default is not None else "<run_dir>/adapter (no run_dir given)"
+    where = f"{default}" if default is not None else "<run_dir>/dpo/adapter (no run_dir given)"
     return models, (
         f"base: {base}. No tuned model: no tuned_model or adapter_dir was given and there is no "
         f"adapter at {where}. Only the base model is evaluated; the base-vs-tuned comparison is "

@@ -18,6 +18,8 @@ from aad_kit.training.dpo import (
     load_preference_dataset,
     load_result,
     load_training_log,
+    run_adapter_dir,
+    run_training_dir,
     train_dpo,
     validate_preference_dataset,
 )
@@ -34,6 +36,8 @@ __all__ = [
     "load_preference_dataset",
     "load_result",
     "load_training_log",
+    "run_adapter_dir",
+    "run_training_dir",
     "train_dpo",
     "validate_preference_dataset",
 ]

@@ -91,6 +91,17 @@ from typing import Any
 
 PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
 ADAPTER_DIR = "adapter"
+RUN_SUBDIR = "dpo"  # where the pipeline's DPO stage trains inside a run directory
+
+
+def run_training_dir(run_dir: str | os.PathLike[str]) -> Path:
+    """The DPO stage's output directory inside a pipeline run directory."""
+    return Path(run_dir) / RUN_SUBDIR
+
+
+def run_adapter_dir(run_dir: str | os.PathLike[str]) -> Path:
+    """Where the pipeline's trained LoRA adapter lives (read by the generalisation stage)."""
+    return run_training_dir(run_dir) / ADAPTER_DIR
 CHECKPOINT_DIR = "checkpoints"
 LOG_JSONL = "training_log.jsonl"
 LOG_CSV = "training_log.csv"
