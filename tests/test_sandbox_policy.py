@@ -417,3 +417,15 @@ def test_nothing_outside_the_allow_list_is_reachable_through_module_attributes()
     assert len(seen) > 30  # the walk did go somewhere
     tails = {".".join(b.split(".")[-2:]) for b in blocked}  # a module is walked once, first path
     assert tails >= {"statistics.sys", "random._os", "numpy.load", "enum.bltns"}
+
+
+def test_a_global_declaration_does_not_make_a_blocked_builtin_a_user_name():
+    """`global open` binds nothing, so `open` is still the builtin and still blocked."""
+    from aad_kit.result import Status
+    from aad_kit.sandbox.policy import check_code
+
+    code = "def f(x):\n    global open\n    return open('/etc/passwd').read()\n"
+    violation = check_code(code, "f")
+    assert violation is not None and violation.status is Status.FORBIDDEN_CALL
+    shadowed = "def f(x):\n    open = lambda p: p\n    return open(x)\n"
+    assert check_code(shadowed, "f") is None  # a real binding shadows the builtin

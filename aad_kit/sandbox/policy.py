@@ -25,6 +25,7 @@ import ast
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from aad_kit.code import bound_names
 from aad_kit.result import Status
 from aad_kit.sandbox.config import DEFAULT_ALLOWED_IMPORTS
 
@@ -394,21 +395,7 @@ def _catches_import_error(handler: ast.ExceptHandler) -> bool:
 
 def _bound_names(tree: ast.AST) -> set[str]:
     """Every name the module binds anywhere (a shadowed builtin is then not the builtin)."""
-    bound: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
-            bound.add(node.id)
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            bound.add(node.name)
-        elif isinstance(node, ast.arg):
-            bound.add(node.arg)
-        elif isinstance(node, ast.alias):
-            bound.add(node.asname or node.name.split(".")[0])
-        elif isinstance(node, ast.ExceptHandler) and node.name:
-            bound.add(node.name)
-        elif isinstance(node, (ast.MatchAs, ast.MatchStar)) and node.name:
-            bound.add(node.name)
-    return bound - {"__import__"}
+    return bound_names(tree) - {"__import__"}
 
 
 def _defines(tree: ast.Module, function_name: str) -> bool:

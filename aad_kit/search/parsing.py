@@ -33,6 +33,7 @@ import textwrap
 import tokenize
 from dataclasses import dataclass, field
 
+from aad_kit.code import bound_names
 from aad_kit.result import Status
 from aad_kit.tasks import Task, get_task
 
@@ -228,25 +229,6 @@ def _rename(src: str, old: str, new: str) -> str:
     return "\n".join(lines)
 
 
-def _bound_names(tree: ast.Module) -> set[str]:
-    bound: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
-            bound.add(node.id)
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            bound.add(node.name)
-        elif isinstance(node, ast.arg):
-            bound.add(node.arg)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            for alias in node.names:
-                bound.add(alias.asname or alias.name.split(".")[0])
-        elif isinstance(node, (ast.Global, ast.Nonlocal)):
-            bound.update(node.names)
-        elif isinstance(node, ast.ExceptHandler) and node.name:
-            bound.add(node.name)
-    return bound
-
-
 def _missing_imports(tree: ast.Module) -> list[str]:
     return sorted({KNOWN_IMPORTS[name] for name in _undefined(tree) if name in KNOWN_IMPORTS})
 
@@ -298,7 +280,7 @@ def _drop_demo(src: str, tree: ast.Module, name: str) -> tuple[str, bool]:
 
 def _undefined(tree: ast.Module) -> set[str]:
     used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
-    return used - _bound_names(tree) - set(dir(builtins))
+    return used - bound_names(tree, include_declarations=True) - set(dir(builtins))
 
 
 def _top_level_names(tree: ast.Module) -> set[str]:

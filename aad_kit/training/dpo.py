@@ -89,6 +89,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aad_kit.llm.hf import default_num_threads
+
 PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
 ADAPTER_DIR = "adapter"
 RUN_SUBDIR = "dpo"  # where the pipeline's DPO stage trains inside a run directory
@@ -437,17 +439,6 @@ def resolve_base_model(base_model: str | os.PathLike[str], progress: bool = True
 
 
 # ---------------------------------------------------------------------------- environment
-
-
-def default_num_threads() -> int:
-    """Cores this process may run on (affinity-aware), or ``$AAD_KIT_TORCH_THREADS``."""
-    env = os.environ.get("AAD_KIT_TORCH_THREADS")
-    if env:
-        return max(1, int(env))
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # pragma: no cover - macOS/Windows
-        return max(1, os.cpu_count() or 1)
 
 
 def resolve_device(config: DPOTrainingConfig) -> str:
