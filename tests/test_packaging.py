@@ -80,3 +80,31 @@ def test_cli_models_subcommand_is_wired(capsys):
 
     assert main(["models", "list"]) == 0
     assert "smollm2-135m" in capsys.readouterr().out
+
+
+def test_every_third_party_import_is_declared():
+    """A clean install must not depend on packages that only arrive transitively."""
+    import ast
+    import sys
+
+    aliases = {"yaml": "pyyaml", "IPython": "ipykernel", "jupyter_client": "jupyter-client"}
+    declared = {_name(r) for r in _all_requirements()} | {"pytest"}
+    missing = {}
+    for folder in ("aad_kit", "tests", "benchmarks"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    names = [node.module]
+                else:
+                    continue
+                for name in names:
+                    top = name.split(".")[0]
+                    if top in sys.stdlib_module_names or top in ("aad_kit", "tests"):
+                        continue
+                    if aliases.get(top, top).lower().replace("_", "-") not in {
+                        d.replace("_", "-") for d in declared
+                    }:
+                        missing.setdefault(top, str(path.relative_to(ROOT)))
+    assert not missing, missing
