@@ -134,6 +134,8 @@ def test_dar_dpo_and_generalisation_stages_chain_through_the_run_directory(smoke
     assert (adapter / "adapter_config.json").exists()
     dpo_manifest = json.loads((smoke_run / "dpo" / "manifest.json").read_text())
     assert dpo_manifest["dataset"]["training_sha256"] and dpo_manifest["base_model"]
+    # the profiles train on the fast path: each DAR prompt run once per batch (issue 7)
+    assert dpo_manifest["effective"]["prompt_sharing"] is True
     log = pd.read_csv(smoke_run / "dpo" / "training_log.csv")
     assert len(log) >= 1 and log["loss"].notna().all()
 

@@ -11,8 +11,13 @@ Variants (all: LoRA r=16 on all linear layers, batch 2, max_length 512 unless ov
 
 * ``trl_defaults``: what a plain ``DPOConfig`` does — bf16 autocast (also on CPU), gradient
   checkpointing on, no precomputed reference;
-* ``ours``: :class:`DPOTrainingConfig` defaults — float32 on CPU, no checkpointing;
-* single changes from ``ours`` (``gc_on``, ``bf16``, ``precompute``) to attribute the gap.
+* ``ours``: :class:`DPOTrainingConfig` defaults — float32 on CPU, no checkpointing, prompt
+  sharing — with the reference pass per step (no precompute);
+* single changes from ``ours`` (``unshared``, ``gc_on``, ``bf16``, ``precompute``) to
+  attribute the differences.
+
+``benchmarks/dpo_step.py`` compares the kit against a plain TRL script; this module is the
+in-package helper (also used by the tests) for single-variant timings.
 """
 
 from __future__ import annotations
@@ -25,20 +30,24 @@ import time
 from typing import Any
 
 VARIANTS: dict[str, dict[str, Any]] = {
-    "trl_defaults": dict(dtype="bfloat16", gradient_checkpointing=True, precompute_ref_log_probs=False),
-    "ours": dict(),
-    "gc_on": dict(gradient_checkpointing=True),
-    "bf16": dict(dtype="bfloat16"),
+    "trl_defaults": dict(dtype="bfloat16", gradient_checkpointing=True, precompute_ref_log_probs=False,
+                         share_prompt_prefix=False),
+    "ours": dict(precompute_ref_log_probs=False),
+    "unshared": dict(share_prompt_prefix=False, precompute_ref_log_probs=False),
+    "gc_on": dict(gradient_checkpointing=True, precompute_ref_log_probs=False),
+    "bf16": dict(dtype="bfloat16", precompute_ref_log_probs=False),
     "precompute": dict(precompute_ref_log_probs=True),
+    "unshared_precompute": dict(precompute_ref_log_probs=True, share_prompt_prefix=False),
 }
 
 
-def synthetic_preference_dataset(n_pairs: int = 8, prompt_tokens: int = 160,
+def synthetic_preference_dataset(n_pairs: int = 8, prompt_tokens: int | None = 160,
                                  completion_tokens: int = 240, tokenizer: Any = None,
                                  seed: int = 0) -> Any:
     """``n_pairs`` conversational pairs (TRL preference format plus DAR-like metadata columns)
     built from the kit's own text: prompt = [system, user] where the user turn is the start of
-    the EoH ``i1`` prompt for TSP, cut to about ``prompt_tokens`` tokens (templated); chosen /
+    the EoH ``i1`` prompt for TSP, cut to about ``prompt_tokens`` tokens (templated; ``None``:
+    the whole prompt, as in DAR's pairs); chosen /
     rejected = shipped heuristics in the kit's answer format, padded with code comments to
     about ``completion_tokens`` tokens. Tokens are counted with ``tokenizer`` (else ~4
     characters a token), so each model gets sequences of ~prompt+completion tokens.
@@ -63,6 +72,8 @@ def synthetic_preference_dataset(n_pairs: int = 8, prompt_tokens: int = 160,
 
     words = build_prompt("i1", task).split(" ")
     lo, hi = 1, len(words)
+    if prompt_tokens is None:
+        lo = hi
     while lo < hi:  # the longest word prefix whose templated prompt fits prompt_tokens
         mid = (lo + hi + 1) // 2
         msgs = as_messages(" ".join(words[:mid]))
@@ -98,6 +109,7 @@ def synthetic_preference_dataset(n_pairs: int = 8, prompt_tokens: int = 160,
 def time_steps(base_model: str, variant: str = "ours", steps: int = 3, n_pairs: int = 8,
                max_length: int = 512, batch_size: int = 2, lora_r: int = 16,
                threads: int | None = None, progress: bool = False,
+               prompt_tokens: int | None = 160, completion_tokens: int = 240,
                **config_overrides: Any) -> dict[str, Any]:
     """Train ``steps`` optimizer steps with ``variant`` and return the per-step wall times."""
     import torch
@@ -112,7 +124,8 @@ def time_steps(base_model: str, variant: str = "ours", steps: int = 3, n_pairs: 
 
     base = resolve_base_model(base_model, progress=progress)
     tok = AutoTokenizer.from_pretrained(base.source)
-    ds = synthetic_preference_dataset(n_pairs, tokenizer=tok)
+    ds = synthetic_preference_dataset(n_pairs, prompt_tokens=prompt_tokens,
+                                      completion_tokens=completion_tokens, tokenizer=tok)
     seq_tokens = [len(tok.apply_chat_template(r["prompt"] + r["chosen"], tokenize=True,
                                               return_dict=True)["input_ids"]) for r in ds]
     config = DPOTrainingConfig(
@@ -165,6 +178,9 @@ def time_steps(base_model: str, variant: str = "ours", steps: int = 3, n_pairs: 
         "step_cpu_s": [round(t, 2) for t in cb.cpu],
         "s_per_step_after_first": round(sum(later) / len(later), 2),
         "cpu_s_per_step_after_first": round(sum(later_cpu) / len(later_cpu), 2),
+        "prompt_sharing": setup.prompt_sharing,
+        "prefix_stats": (trainer.prefix_stats.to_dict()
+                         if getattr(trainer, "prefix_stats", None) else None),
         "loadavg_1min": _loadavg(),
         "losses": cb.losses,
     }
@@ -187,10 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--lora-r", type=int, default=16)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--prompt-tokens", type=int, default=160, help="0: the whole i1 prompt (DAR's)")
+    p.add_argument("--completion-tokens", type=int, default=240)
     args = p.parse_args(argv)
     res = time_steps(args.model, args.variant, steps=args.steps, n_pairs=args.pairs,
                      max_length=args.max_length, batch_size=args.batch_size,
-                     lora_r=args.lora_r, threads=args.threads)
+                     lora_r=args.lora_r, threads=args.threads,
+                     prompt_tokens=args.prompt_tokens or None,
+                     completion_tokens=args.completion_tokens)
     json.dump(res, sys.stdout)
     print()
     return 0

@@ -34,15 +34,27 @@ How the training is set up (and why)
   log-ratios were ~0.005 nats, the bf16-autocast ones +-0.3..1.0 nats (and the step-2 loss
   0.79 instead of 0.48). On CPUs without native bf16 it is also slow. So float32 it is;
   ``dtype="bfloat16"`` opts in.
-* **Speed knobs** (measured on 2 CPU cores, SmolLM2-135M, batch 2, ~470-token sequences,
-  LoRA r=16 on all linear layers): gradient checkpointing costs ~10 % per step on CPU and
-  saves memory that is not short there, so ``None`` (the default) means *off on CPU, on on
-  GPU* (TRL's default, for large models). ``precompute_ref_log_probs`` cuts a step by ~35 %
-  but costs ~3.3 s per pair up front on every (re)start, so it breaks even at about one epoch:
-  off by default, on in the ``full`` profile (3 epochs). Threads: all cores this process may
-  use. On a machine busy with other work, 2 OpenMP threads on 2 cores can be *slower* than
-  one (threads spin waiting for a descheduled peer: 68 s/step vs 26 s measured at load 4):
-  set ``torch_threads=1`` (or ``$AAD_KIT_TORCH_THREADS``) there.
+* **Speed** (issue 7; SmolLM2-135M, LoRA r=16 on all linear layers, batch 2, DAR-like pairs:
+  the whole ~740-token ``i1`` prompt + ~300-token completions, one thread, CPU-seconds per
+  optimizer step; ``benchmarks/dpo_step.py`` has the side-by-side table and RESULTS.md the
+  figures):
+
+  - ``share_prompt_prefix`` (on): TRL runs every row's prompt and scores every position
+    through the LM head; here each distinct prompt runs once per batch and only completion
+    positions are scored (:mod:`aad_kit.training.prefix_sharing`): 67-69 -> 27-29 s, same
+    loss and gradients up to float rounding (tests compare them).
+  - ``precompute_ref_log_probs`` (auto): no reference forward per step (27-29 -> 21-22 s)
+    for a pass of ~3 s per pair up front, redone on every (re)start; on when the run covers
+    at least one epoch (the quick and full profiles do), where it has paid for itself.
+  - gradient checkpointing costs ~10 % per step on CPU and saves memory that is not short
+    there, and it disables prompt sharing, so ``None`` means *off on CPU, on on GPU*.
+  - threads: all cores this process may use. On a machine busy with other work, 2 OpenMP
+    threads on 2 cores can be *slower* than one (threads spin waiting for a descheduled
+    peer: 68 s/step vs 26 s measured at load 4): set ``torch_threads=1`` (or
+    ``$AAD_KIT_TORCH_THREADS``) there.
+  - what is left (torch profiler, ``benchmarks/dpo_profile.py``): matrix products ~45 % of
+    the operator time, elementwise ops (RMSNorm, rotary, SiLU, LoRA's scaling, adds) ~24 %,
+    attention ~21 %, copies ~5 %.
 * **Dropout**: TRL's ``disable_dropout`` (kept on) zeroes every ``nn.Dropout`` — LoRA's too —
   so that the policy and reference log-probs agree; hence ``lora_dropout`` defaults to 0.
 * **Padding-free batching** (``DPOConfig.padding_free``) is switched off inside TRL 1.16
@@ -120,7 +132,7 @@ LOG_COLUMNS = (
 # often to log/save, and knobs that change speed but not the maths.
 RESUMABLE_FIELDS = frozenset({
     "max_steps", "num_train_epochs", "save_steps", "save_total_limit", "logging_steps",
-    "torch_threads", "gradient_checkpointing", "precompute_ref_log_probs",
+    "torch_threads", "gradient_checkpointing", "precompute_ref_log_probs", "share_prompt_prefix",
 })
 
 
@@ -190,13 +202,19 @@ class DPOTrainingConfig:
     force one ("bfloat16" on CPU = fp32 weights under bf16 autocast, TRL's CPU default)."""
     gradient_checkpointing: bool | None = None
     """None: off on CPU (costs time, memory is not short), on on GPU (TRL's default)."""
-    precompute_ref_log_probs: bool = False
+    precompute_ref_log_probs: bool | None = None
     """Compute the reference log-probs of every pair once before training (a no-grad pass)
-    instead of one reference forward per step. Steps get cheaper, but the pass costs about
-    one epoch of reference forwards up front and is redone on every (re)start, so it pays
-    off with several epochs; see the measurements in the module notes."""
+    instead of one reference forward per step. Steps get cheaper (SmolLM2-135M, DAR-like
+    pairs, 1 thread: 21 vs 28 CPU-s) but the pass costs about one epoch of reference forwards
+    up front (~3 s a pair) and is redone on every (re)start, so it pays off from about one
+    epoch. None: on when the run covers at least one epoch of the pairs, else off."""
     torch_threads: int | None = None
     """CPU threads for torch during training; None: every core this process may use."""
+    share_prompt_prefix: bool = True
+    """Run each distinct prompt once per batch and only score completion positions through the
+    LM head (:mod:`aad_kit.training.prefix_sharing`). Same loss and gradients up to float
+    rounding; DAR pairs of one task share their prompt, so this removes most of a step's work.
+    Inactive with gradient checkpointing (the manifest's ``effective.prompt_sharing`` says)."""
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -534,10 +552,24 @@ class TrainerSetup:
     rows_after_filter: int
     total_steps: int
     setup_s: float
+    prompt_sharing: bool = False
+    precompute_ref_log_probs: bool = False
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def resolve_precompute(config: DPOTrainingConfig, rows: int, batch_size: int) -> bool:
+    """Whether to precompute reference log-probs: as configured, or (None) when the planned
+    optimizer steps visit at least as many pairs as there are (one epoch or more), which is
+    where the up-front pass has paid for itself (measured; see the field's docstring)."""
+    if config.precompute_ref_log_probs is not None:
+        return bool(config.precompute_ref_log_probs)
+    if config.max_steps:
+        visits = config.max_steps * batch_size * config.gradient_accumulation_steps
+        return visits >= rows
+    return config.num_train_epochs >= 1
 
 
 def make_lora_config(config: DPOTrainingConfig) -> Any:
@@ -577,7 +609,7 @@ def make_dpo_args(config: DPOTrainingConfig, output_dir: str | os.PathLike[str],
         max_length=config.max_length,
         truncation_mode="keep_start",
         disable_dropout=config.disable_dropout,
-        precompute_ref_log_probs=config.precompute_ref_log_probs,
+        precompute_ref_log_probs=bool(config.precompute_ref_log_probs),
         # transformers 5 name (gradient_checkpointing is its deprecated alias)
         activation_checkpointing=gradient_checkpointing,
         bf16=dtype == "bfloat16",
@@ -617,7 +649,6 @@ def build_dpo_trainer(
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import DPOTrainer
 
     t0 = time.perf_counter()
     config = config or DPOTrainingConfig()
@@ -652,12 +683,29 @@ def build_dpo_trainer(
     with _quiet(progress):
         model = AutoModelForCausalLM.from_pretrained(base.source, dtype=load_dtype)
 
+    sharing = False
+    if config.share_prompt_prefix:
+        from aad_kit.training.prefix_sharing import supports_prefix_sharing
+
+        sharing, why_not = supports_prefix_sharing(model)
+        if sharing and gc_on:
+            sharing, why_not = False, "gradient checkpointing is on"
+        if not sharing:
+            notes.append(f"prompt sharing off: {why_not}")
+    precompute = resolve_precompute(config, len(ds), batch)
+    overrides = {"precompute_ref_log_probs": precompute, **dict(trl_overrides or {})}
+    if sharing and precompute:
+        # one prompt pass serves the whole precompute batch: bigger batches are cheaper per pair
+        overrides.setdefault("precompute_ref_batch_size", max(batch, 8))
     args = make_dpo_args(config, output_dir, device=device, dtype=dtype,
                          gradient_checkpointing=gc_on, batch_size=batch, progress=progress,
-                         **dict(trl_overrides or {}))
+                         **overrides)
     train_ds = ds.select_columns(list(PREFERENCE_COLUMNS))
+    from aad_kit.training.prefix_sharing import shared_prefix_trainer_class
+
     with _quiet(progress), _known_warnings():
-        trainer = DPOTrainer(
+        trainer = shared_prefix_trainer_class()(
+            share_prompt_prefix=sharing,
             model=model,
             ref_model=None,  # with peft_config: the reference is the adapter-disabled model
             args=args,
@@ -693,7 +741,9 @@ def build_dpo_trainer(
         torch_threads=(config.torch_threads or default_num_threads()) if device == "cpu" else None,
         gradient_checkpointing=gc_on, per_device_train_batch_size=batch,
         batch_size_clamped=clamped, dataset_format=fmt, rows=len(ds), rows_after_filter=kept,
-        total_steps=total, setup_s=round(time.perf_counter() - t0, 3), notes=notes,
+        total_steps=total, setup_s=round(time.perf_counter() - t0, 3), prompt_sharing=sharing,
+        precompute_ref_log_probs=precompute,
+        notes=notes,
     )
     return trainer, setup
 
@@ -901,6 +951,7 @@ def train_dpo(
     out_dir: str | os.PathLike[str] = "dpo",
     resume: bool = True,
     progress: bool = True,
+    callbacks: Sequence[Any] = (),
 ) -> TrainingResult:
     """Train a LoRA adapter on ``base_model`` with DPO on ``dataset``; see the module docstring.
 
@@ -908,6 +959,7 @@ def train_dpo(
     in TRL's preference format. ``base_model``: a registered name ("tiny", "smollm2-135m"),
     a local checkpoint directory or a hub id. ``resume``: continue an interrupted (or extend
     a finished) training in ``out_dir``; ``False`` starts over. ``progress``: show tqdm bars.
+    ``callbacks``: extra ``transformers.TrainerCallback`` objects (e.g. a benchmark's timer).
     """
     t_call = time.perf_counter()
     config = config or DPOTrainingConfig()
@@ -966,7 +1018,7 @@ def train_dpo(
     manifest: dict[str, Any] = {}
     with _torch_threads(threads if resolve_device(config) == "cpu" else None):
         trainer, setup = build_dpo_trainer(ds, base, config, out / CHECKPOINT_DIR,
-                                           progress=progress, callbacks=[log_cb])
+                                           progress=progress, callbacks=[log_cb, *callbacks])
         if resumed_from is not None and resumed_from > setup.total_steps:
             raise ValueError(
                 f"{out} already holds a training at step {resumed_from}, beyond this config's "
@@ -1078,6 +1130,7 @@ __all__ = [
     "read_log",
     "read_manifest",
     "resolve_base_model",
+    "resolve_precompute",
     "resolve_device",
     "resolve_dtype",
     "train_dpo",

@@ -1,0 +1,115 @@
+"""Where a DPO step's time goes: torch profiler over one optimizer step, grouped by kind.
+
+    python benchmarks/dpo_profile.py --model smollm2-135m --threads 1 [--unshared] [--top 25]
+
+Builds the kit's trainer (:func:`aad_kit.training.build_dpo_trainer`) on the DAR-like pairs of
+``benchmarks/dpo_step.py``, runs one warm-up step, then profiles the next optimizer step
+(forward, backward and optimizer) with ``torch.profiler`` and prints self CPU time per
+operator kind (matrix products, attention, the LM-head log-prob kernel's pieces, elementwise,
+optimizer, everything else) next to the FLOP floor's share for the products.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+import warnings
+from collections import defaultdict
+
+KINDS = {
+    "matmul (linear, LoRA, LM head tiles)": ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul",
+                                             "aten::linear", "aten::baddbmm"),
+    "attention (sdpa)": ("aten::_scaled_dot_product", "aten::scaled_dot_product"),
+    "softmax / exp / log": ("aten::exp", "aten::log", "aten::_softmax", "aten::softmax",
+                            "aten::_log_softmax", "aten::logsumexp", "aten::amax", "aten::max"),
+    "copies / cat / index": ("aten::copy_", "aten::cat", "aten::index", "aten::index_select",
+                             "aten::masked_scatter", "aten::gather", "aten::repeat_interleave",
+                             "aten::clone", "aten::contiguous", "aten::to", "aten::_to_copy",
+                             "aten::masked_fill", "aten::where", "aten::scatter"),
+    "elementwise (norm, act, rope, add)": ("aten::mul", "aten::add", "aten::sub", "aten::div",
+                                           "aten::silu", "aten::pow", "aten::rsqrt", "aten::mean",
+                                           "aten::sum", "aten::neg", "aten::sigmoid", "aten::fill_",
+                                           "aten::zero_", "aten::silu_backward", "aten::mul_",
+                                           "aten::add_", "aten::sub_", "aten::div_"),
+    "optimizer (AdamW)": ("aten::_fused_adamw", "aten::_foreach", "Optimizer.step"),
+}
+
+
+def kind_of(name: str) -> str:
+    for kind, prefixes in KINDS.items():
+        if any(name.startswith(p) for p in prefixes):
+            return kind
+    return "other"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--unshared", action="store_true", help="TRL's forward (prompt sharing off)")
+    ap.add_argument("--max-length", type=int, default=1536)
+    ap.add_argument("--completion-tokens", type=int, default=300)
+    ap.add_argument("--top", type=int, default=20)
+    a = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    warnings.filterwarnings("ignore")
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    from transformers import AutoTokenizer
+
+    from aad_kit.training import DPOTrainingConfig, build_dpo_trainer
+    from aad_kit.training.bench import synthetic_preference_dataset
+    from aad_kit.training.dpo import resolve_base_model
+
+    torch.set_num_threads(a.threads)
+    base = resolve_base_model(a.model)
+    tok = AutoTokenizer.from_pretrained(base.source)
+    ds = synthetic_preference_dataset(4, prompt_tokens=None, completion_tokens=a.completion_tokens,
+                                      tokenizer=tok)
+    config = DPOTrainingConfig(max_steps=2, per_device_train_batch_size=2,
+                               gradient_accumulation_steps=1, max_length=a.max_length,
+                               lora_r=16, lora_alpha=32, save_steps=10_000, device="cpu",
+                               share_prompt_prefix=not a.unshared, torch_threads=a.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer, setup = build_dpo_trainer(ds, base, config, tmp, progress=False,
+                                           trl_overrides={"save_strategy": "no"})
+        trainer.create_optimizer_and_scheduler(num_training_steps=2)
+        model = trainer.model
+        batches = iter(trainer.get_train_dataloader())
+        model.train()
+
+        def step() -> None:
+            batch = next(batches)
+            loss = trainer.compute_loss(model, batch)
+            loss.backward()
+            trainer.optimizer.step()
+            trainer.optimizer.zero_grad()
+
+        step()  # warm-up
+        t0 = time.perf_counter()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            step()
+        wall = time.perf_counter() - t0
+
+    events = prof.key_averages()
+    by_kind: dict[str, float] = defaultdict(float)
+    total = 0.0
+    for ev in events:
+        total += ev.self_cpu_time_total
+        by_kind[kind_of(ev.key)] += ev.self_cpu_time_total
+    print(f"model {base.name}, prompt sharing {'off' if a.unshared else 'on'} "
+          f"({setup.prompt_sharing}), {a.threads} thread(s); profiled step {wall:.2f} s wall "
+          f"(profiler overhead included), {total / 1e6:.2f} s self CPU time in operators")
+    for kind, us in sorted(by_kind.items(), key=lambda kv: -kv[1]):
+        print(f"  {kind:38} {us / 1e6:7.2f} s  {100 * us / total:5.1f} %")
+    print(f"\ntop {a.top} operators by self CPU time")
+    rows = sorted(events, key=lambda e: -e.self_cpu_time_total)[: a.top]
+    for ev in rows:
+        print(f"  {ev.key[:48]:48} {ev.self_cpu_time_total / 1e6:7.2f} s  calls {ev.count:6d}")
+
+
+if __name__ == "__main__":
+    main()
