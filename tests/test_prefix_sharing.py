@@ -206,3 +206,15 @@ def test_precompute_turns_on_from_one_epoch():
     assert resolve_precompute(DPOTrainingConfig(num_train_epochs=3), 100, 2) is True
     quick = config_for_profile("quick")  # 8 steps x batch 2 over DAR's few pairs
     assert quick.share_prompt_prefix is True and resolve_precompute(quick, 8, 2) is True
+
+
+def test_trl_chunked_head_path_gives_the_same_results(tiny_model_dir, tmp_path, monkeypatch):  # noqa: F811
+    """Large batches (logits over 2 GiB) and GPUs use TRL's chunked kernel instead of full
+    logits: both heads must agree."""
+    from aad_kit.training import prefix_sharing
+
+    ds = _dataset([LONG_PROMPT] * 4)
+    plain = _loss_and_grads(ds, tiny_model_dir, tmp_path / "a", share_prompt_prefix=False)
+    monkeypatch.setattr(prefix_sharing, "_PLAIN_HEAD_MAX_BYTES", 0)
+    chunked = _loss_and_grads(ds, tiny_model_dir, tmp_path / "b")
+    _assert_same(plain, chunked)

@@ -13,9 +13,10 @@ of what follows, so they can be computed once and reused:
    the adapter's gradient flows back through the shared keys/values into the prompt pass);
 3. the group's completions run as one right-padded batch on top of that cache, with positions
    continuing after the prompt;
-4. only positions that predict a completion token go through the LM head, with TRL's own
-   chunked log-prob kernel (:class:`trl.kernels.ChunkedLogProbFunction`), and the per-token
-   fields are scattered back into TRL's ``(batch, seq_len - 1)`` layout.
+4. only positions that predict a completion token go through the LM head (on CPU as full
+   logits in row blocks, which is twice as fast as TRL's chunked kernel there; elsewhere, or
+   when the logits would pass 2 GiB, TRL's :class:`trl.kernels.ChunkedLogProbFunction`), and
+   the per-token fields are scattered back into TRL's ``(batch, seq_len - 1)`` layout.
 
 The result is the same :class:`~trl.trainer.utils.FusedCausalLMOutput` TRL's fused head returns,
 so TRL's loss, metrics, reference pass and ``precompute_ref_log_probs`` are unchanged; only float
@@ -37,6 +38,11 @@ from typing import Any
 _LOGIT_MODIFIERS = ("final_logit_softcapping", "logit_scale", "output_multiplier",
                     "lm_head_multiplier", "logits_scaling")
 _CHUNK_SIZE = 32768  # vocabulary tile of the chunked log-prob kernel (TRL's value)
+# On CPU, full logits for up to this many bytes (kept for the backward) instead of TRL's
+# chunked kernel, which recomputes its tiles in the backward: measured 1.85 vs 3.6 CPU-s for
+# 1300 positions x 49152 vocabulary, forward + backward.
+_PLAIN_HEAD_MAX_BYTES = 2 << 30
+_ROW_BLOCK = 2048
 
 
 @dataclass
@@ -270,8 +276,12 @@ def shared_prefix_forward(model: Any, input_ids: Any, attention_mask: Any, label
     hidden = torch.cat(row_hidden, dim=0)
     targets = torch.cat(row_targets, dim=0)
     head = model.get_output_embeddings()
-    per_token = ChunkedLogProbFunction.apply(hidden, head.weight, head.bias, targets, 1.0,
-                                             _CHUNK_SIZE, None, 1.0, outputs)
+    n_bytes = hidden.shape[0] * head.weight.shape[0] * head.weight.element_size()
+    if hidden.device.type == "cpu" and n_bytes <= _PLAIN_HEAD_MAX_BYTES:
+        per_token = plain_head(hidden, head.weight, head.bias, targets, outputs)
+    else:
+        per_token = ChunkedLogProbFunction.apply(hidden, head.weight, head.bias, targets, 1.0,
+                                                 _CHUNK_SIZE, None, 1.0, outputs)
     fields = [None if x is None else x.new_zeros(score_mask.shape).masked_scatter(score_mask, x)
               for x in per_token]
     log_probs, entropy, log_sum_sq_probs, mean_logits, is_top1 = fields
@@ -295,5 +305,37 @@ def shared_prefix_forward(model: Any, input_ids: Any, attention_mask: Any, label
                                is_top1=is_top1, label_mask=label_mask)
 
 
+def plain_head(hidden: Any, weight: Any, bias: Any, targets: Any,
+               outputs: tuple[str, ...]) -> tuple[Any, Any, Any, Any, Any]:
+    """The five per-token fields of TRL's chunked kernel (log_probs, entropy, log_sum_sq_probs,
+    mean_logits, is_top1; None where not in ``outputs``) from full logits, in row blocks.
+
+    Only ``log_probs`` carries a gradient, as in TRL's kernel; the others are metrics."""
+    import torch
+
+    fields: dict[str, list[Any]] = {k: [] for k in ("log_probs", "entropy", "log_sum_sq_probs",
+                                                    "mean_logits", "is_top1")}
+    for start in range(0, hidden.shape[0], _ROW_BLOCK):
+        h = hidden[start:start + _ROW_BLOCK]
+        t = targets[start:start + _ROW_BLOCK]
+        logits = torch.nn.functional.linear(h, weight, bias).float()
+        logp = torch.log_softmax(logits, dim=-1)
+        fields["log_probs"].append(logp.gather(1, t[:, None]).squeeze(1))
+        with torch.no_grad():
+            lp = logp.detach()
+            if "entropy" in outputs:
+                fields["entropy"].append(-(lp.exp() * lp).sum(dim=-1))
+            if "log_sum_sq_probs" in outputs:
+                fields["log_sum_sq_probs"].append(torch.logsumexp(2 * lp, dim=-1))
+            if "mean_logits" in outputs:
+                fields["mean_logits"].append(logits.detach().mean(dim=-1))
+            if "is_top1" in outputs:
+                fields["is_top1"].append(logits.detach().argmax(dim=-1) == t)
+    empty = hidden.new_zeros((0,))
+    return tuple(  # type: ignore[return-value]
+        (torch.cat(v) if v else empty) if (k == "log_probs" or k in outputs) else None
+        for k, v in fields.items())
+
+
 __all__ = ["PrefixSharingStats", "enable_prefix_sharing", "is_right_padded",
-           "shared_prefix_forward", "shared_prefix_trainer_class", "supports_prefix_sharing"]
+           "plain_head", "shared_prefix_forward", "shared_prefix_trainer_class", "supports_prefix_sharing"]
