@@ -1,6 +1,6 @@
 """Where a DPO step's time goes: torch profiler over one optimizer step, grouped by kind.
 
-    python benchmarks/dpo_profile.py --model smollm2-135m --threads 1 [--unshared] [--top 25]
+    python benchmarks/dpo_profile.py --model smollm2-135m --threads 1 [--unshared] [--precompute]
 
 Builds the kit's trainer (:func:`aad_kit.training.build_dpo_trainer`) on the DAR-like pairs of
 ``benchmarks/dpo_step.py``, runs one warm-up step, then profiles the next optimizer step
@@ -49,6 +49,8 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--unshared", action="store_true", help="TRL's forward (prompt sharing off)")
+    ap.add_argument("--precompute", action="store_true",
+                    help="precomputed reference log-probs (no reference pass in the step)")
     ap.add_argument("--max-length", type=int, default=1536)
     ap.add_argument("--completion-tokens", type=int, default=300)
     ap.add_argument("--top", type=int, default=20)
@@ -72,7 +74,8 @@ def main() -> None:
     config = DPOTrainingConfig(max_steps=2, per_device_train_batch_size=2,
                                gradient_accumulation_steps=1, max_length=a.max_length,
                                lora_r=16, lora_alpha=32, save_steps=10_000, device="cpu",
-                               share_prompt_prefix=not a.unshared, torch_threads=a.threads)
+                               share_prompt_prefix=not a.unshared, torch_threads=a.threads,
+                               precompute_ref_log_probs=a.precompute)
     with tempfile.TemporaryDirectory() as tmp:
         trainer, setup = build_dpo_trainer(ds, base, config, tmp, progress=False,
                                            trl_overrides={"save_strategy": "no"})
@@ -90,7 +93,7 @@ def main() -> None:
 
         step()  # warm-up
         t0 = time.perf_counter()
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
             step()
         wall = time.perf_counter() - t0
 
@@ -100,11 +103,29 @@ def main() -> None:
     for ev in events:
         total += ev.self_cpu_time_total
         by_kind[kind_of(ev.key)] += ev.self_cpu_time_total
-    print(f"model {base.name}, prompt sharing {'off' if a.unshared else 'on'} "
-          f"({setup.prompt_sharing}), {a.threads} thread(s); profiled step {wall:.2f} s wall "
+    print(f"model {base.name}, prompt sharing {'on' if setup.prompt_sharing else 'off'}, "
+          f"reference {'precomputed' if setup.precompute_ref_log_probs else 'pass per step'}, "
+          f"{a.threads} thread(s); profiled step {wall:.2f} s wall "
           f"(profiler overhead included), {total / 1e6:.2f} s self CPU time in operators")
     for kind, us in sorted(by_kind.items(), key=lambda kv: -kv[1]):
         print(f"  {kind:38} {us / 1e6:7.2f} s  {100 * us / total:5.1f} %")
+    print("\naten::mm by operand shapes (FLOPs from the shapes):")
+    lora_r = config.lora_r
+    classes: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
+    for ev in prof.key_averages(group_by_input_shape=True):
+        if ev.key != "aten::mm" or not ev.input_shapes or len(ev.input_shapes) < 2:
+            continue
+        (m, k), (_, n) = ev.input_shapes[0][:2], ev.input_shapes[1][:2]
+        dims = {m, k, n}
+        kind = ("LoRA (rank-r operand)" if lora_r in dims else
+                "LM head tiles" if max(dims) > 8192 else "frozen linear layers")
+        c = classes[kind]
+        c[0] += ev.self_cpu_time_total / 1e6
+        c[1] += 2.0 * m * k * n * ev.count / 1e9
+        c[2] += ev.count
+    for kind, (sec, gflop, calls) in sorted(classes.items(), key=lambda kv: -kv[1][0]):
+        print(f"  {kind:26} {sec:7.2f} s  {gflop:8.1f} GFLOP  {gflop / max(sec, 1e-9):6.1f} GFLOP/s"
+              f"  calls {calls}")
     print(f"\ntop {a.top} operators by self CPU time")
     rows = sorted(events, key=lambda e: -e.self_cpu_time_total)[: a.top]
     for ev in rows:

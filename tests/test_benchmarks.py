@@ -67,3 +67,14 @@ def test_search_benchmark_runs_on_the_tiny_model(tmp_path, llm_cache):  # noqa: 
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "samples/min" in out.stdout and "\ntsp_construct" in out.stdout
+
+
+def test_dpo_profile_attributes_the_step_on_the_tiny_model(tmp_path, llm_cache):  # noqa: F811
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "dpo_profile.py"), "--model", "tiny",
+         "--completion-tokens", "40", "--max-length", "2048", "--top", "5"],
+        capture_output=True, text=True, timeout=600, env=_env_with_tiny_cache(tmp_path, llm_cache),
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "prompt sharing on" in out.stdout and "frozen linear layers" in out.stdout
+    assert "matmul" in out.stdout and "GFLOP/s" in out.stdout

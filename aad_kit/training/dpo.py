@@ -35,26 +35,26 @@ How the training is set up (and why)
   0.79 instead of 0.48). On CPUs without native bf16 it is also slow. So float32 it is;
   ``dtype="bfloat16"`` opts in.
 * **Speed** (issue 7; SmolLM2-135M, LoRA r=16 on all linear layers, batch 2, DAR-like pairs:
-  the whole ~740-token ``i1`` prompt + ~300-token completions, one thread, CPU-seconds per
-  optimizer step; ``benchmarks/dpo_step.py`` has the side-by-side table and RESULTS.md the
-  figures):
+  the whole ~730-token ``i1`` prompt + ~325-token completions; ``benchmarks/dpo_step.py`` has
+  the side-by-side table against a plain TRL script and ``benchmarks/RESULTS.md`` the figures):
 
   - ``share_prompt_prefix`` (on): TRL runs every row's prompt and scores every position
     through the LM head; here each distinct prompt runs once per batch and only completion
-    positions are scored (:mod:`aad_kit.training.prefix_sharing`): 67-69 -> 27-29 s, same
-    loss and gradients up to float rounding (tests compare them).
-  - ``precompute_ref_log_probs`` (auto): no reference forward per step (27-29 -> 21-22 s)
-    for a pass of ~3 s per pair up front, redone on every (re)start; on when the run covers
-    at least one epoch (the quick and full profiles do), where it has paid for itself.
+    positions are scored (:mod:`aad_kit.training.prefix_sharing`): 2 threads, 40.9 -> 13.0
+    s/step, peak memory 15.6 -> 7.7 GiB, same loss and gradients up to float rounding (tests
+    compare them).
+  - ``precompute_ref_log_probs`` (auto): no reference forward per step (13.0 -> 9.2 s) for
+    a pass of ~2 s per pair up front, redone on every (re)start; on when the run covers at
+    least one epoch (the quick and full profiles do), where it has paid for itself.
   - gradient checkpointing costs ~10 % per step on CPU and saves memory that is not short
     there, and it disables prompt sharing, so ``None`` means *off on CPU, on on GPU*.
   - threads: all cores this process may use. On a machine busy with other work, 2 OpenMP
     threads on 2 cores can be *slower* than one (threads spin waiting for a descheduled
     peer: 68 s/step vs 26 s measured at load 4): set ``torch_threads=1`` (or
     ``$AAD_KIT_TORCH_THREADS``) there.
-  - what is left (torch profiler, ``benchmarks/dpo_profile.py``): matrix products ~45 % of
-    the operator time, elementwise ops (RMSNorm, rotary, SiLU, LoRA's scaling, adds) ~24 %,
-    attention ~21 %, copies ~5 %.
+  - what is left (``benchmarks/dpo_profile.py``): the step is 1.75x its FLOP floor; matrix
+    products run at the floor's rate, attention (~24 %), elementwise ops (~19 %) and the LM
+    head's softmax make up the rest.
 * **Dropout**: TRL's ``disable_dropout`` (kept on) zeroes every ``nn.Dropout`` — LoRA's too —
   so that the policy and reference log-probs agree; hence ``lora_dropout`` defaults to 0.
 * **Padding-free batching** (``DPOConfig.padding_free``) is switched off inside TRL 1.16
