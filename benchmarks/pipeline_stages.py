@@ -1,6 +1,7 @@
 """Wall time per pipeline stage, from run manifests.
 
     python benchmarks/pipeline_stages.py --run smoke          # run the smoke profile, then report
+    python benchmarks/pipeline_stages.py --run smoke --run quick   # both (quick: ~25 min on 2 cores)
     python benchmarks/pipeline_stages.py runs/quick-1 ...     # report existing run directories
 
 Each run directory's manifest.json records every stage's wall time; this prints them side by
@@ -25,11 +26,12 @@ def stage_times(run_dir: Path) -> tuple[str, dict[str, float]]:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dirs", nargs="*", type=Path)
-    ap.add_argument("--run", choices=["smoke", "quick", "full"], help="run this profile first")
+    ap.add_argument("--run", choices=["smoke", "quick", "full"], action="append", default=[],
+                    help="run this profile first (repeatable)")
     args = ap.parse_args(argv)
     dirs = list(args.run_dirs)
-    if args.run:
-        dirs.append(run_pipeline(args.run, Path(tempfile.mkdtemp()) / args.run, progress=False))
+    for profile in args.run:
+        dirs.append(run_pipeline(profile, Path(tempfile.mkdtemp()) / profile, progress=False))
     if not dirs:
         ap.error("give run directories or --run PROFILE")
     runs = [(d, *stage_times(d)) for d in dirs]

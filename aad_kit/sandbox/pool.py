@@ -516,9 +516,10 @@ class Sandbox:
         finally:
             self._idle.put(worker)
 
-    def _run_on(self, worker: _WorkerProcess, p: _Prepared) -> EvalResult:
+    def _job(self, p: _Prepared) -> dict[str, Any]:
+        """The job message for one candidate (also what the one-shot executor sends)."""
         c = self.config
-        job = {
+        return {
             "op": "eval",
             "task": p.ref,
             "setting": p.setting.name,
@@ -530,6 +531,10 @@ class Sandbox:
             "enforce_policy": c.enforce_policy,
             "max_processes": c.max_processes,
         }
+
+    def _run_on(self, worker: _WorkerProcess, p: _Prepared) -> EvalResult:
+        c = self.config
+        job = self._job(p)
         raw: dict[str, Any] = {}
         for attempt in range(2):
             try:
@@ -557,6 +562,10 @@ class Sandbox:
                         "message": f"sandbox worker failure {when}: {failure}{tail}",
                     }
                 break
+        return self._finish(p, raw)
+
+    def _finish(self, p: _Prepared, raw: dict[str, Any]) -> EvalResult:
+        """Turn a raw result dict (from a worker or a one-shot process) into an EvalResult."""
         try:
             status = Status(raw.get("status"))
         except ValueError:

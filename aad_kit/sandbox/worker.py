@@ -256,7 +256,14 @@ def _child_main(
     wfd: int,
     uid: int | None,
     keep_read: bool = True,
+    cpu_offset_s: float = 0.0,
 ) -> None:
+    """Set up the isolation of a candidate process, run the candidate, write one JSON line.
+
+    Runs in the forked child of a worker, or as the whole of a one-shot interpreter
+    (:mod:`aad_kit.sandbox.oneshot`), which passes the CPU time it used before the candidate
+    as ``cpu_offset_s`` so that RLIMIT_CPU leaves the candidate the same budget.
+    """
     memory_fallback = (
         b'{"status": "memory_limit", "message": "MemoryError while reporting the result"}\n'
     )
@@ -273,7 +280,7 @@ def _child_main(
             timeout = float(job["timeout_s"])
             isolation.apply_limits(
                 memory_bytes=isolation.vm_size_bytes() + memory_mb * 2**20,
-                cpu_s=timeout + 1,
+                cpu_s=timeout + 1 + cpu_offset_s,
                 max_processes=int(job.get("max_processes", 32)),
             )
             if uid is not None:
@@ -541,7 +548,8 @@ class Worker:
         result.setdefault("runtime_s", wall)
         return result
 
-    def _wait(self, pid: int, rfd: int, deadline: float) -> tuple[bytes, bool]:
+    @staticmethod
+    def _wait(pid: int, rfd: int, deadline: float) -> tuple[bytes, bool]:
         """Read the child's result line until it is complete and the child exited, or deadline."""
         try:
             pidfd: int | None = os.pidfd_open(pid)
