@@ -9,8 +9,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.aad-kit-installed
 PROFILE ?= quick
 PYTEST_ARGS ?=
+BENCH_PROFILES ?= smoke
+BENCH_STAMP := $(VENV)/.aad-kit-bench-installed
 
-.PHONY: setup demo test lint clean-venv
+.PHONY: setup demo test lint bench clean-venv
 
 setup: $(STAMP)
 
@@ -28,6 +30,20 @@ demo: setup
 
 test: setup
 	OMP_NUM_THREADS=1 AAD_KIT_TORCH_THREADS=1 $(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+
+# The benchmarks of benchmarks/RESULTS.md, one after the other (they time things: leave the
+# machine otherwise idle). `make bench BENCH_PROFILES="smoke quick"` also times the quick profile.
+$(BENCH_STAMP): $(STAMP)
+	# the bench extra builds llama-cpp-python from source (a few minutes, once)
+	$(BIN)/pip install --quiet -e ".[all,bench]"
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/eval_per_setting.py
+	$(BIN)/python benchmarks/eval_executors.py
+	$(BIN)/python benchmarks/sampling_engines.py
+	$(BIN)/python benchmarks/dpo_step.py
+	$(BIN)/python benchmarks/pipeline_stages.py $(foreach p,$(BENCH_PROFILES),--run $(p))
 
 lint: setup
 	$(BIN)/ruff check aad_kit tests
