@@ -53,33 +53,14 @@ def _peak_rss_gib() -> float:
 
 
 def _timer_callback() -> Any:
-    from transformers import TrainerCallback
+    # measurement only (wall/CPU per step); the training itself stays plain TRL
+    from aad_kit.training.bench import step_timer
 
-    class StepTimer(TrainerCallback):
-        """Wall and CPU seconds of every optimizer step."""
-
-        def __init__(self) -> None:
-            self.wall: list[float] = []
-            self.cpu: list[float] = []
-            self.losses: list[float] = []
-            self._t = self._c = 0.0
-
-        def on_step_begin(self, args, state, control, **kw):  # noqa: ANN001
-            self._t, self._c = time.perf_counter(), time.process_time()
-
-        def on_step_end(self, args, state, control, **kw):  # noqa: ANN001
-            self.wall.append(time.perf_counter() - self._t)
-            self.cpu.append(time.process_time() - self._c)
-
-        def on_log(self, args, state, control, logs=None, **kw):  # noqa: ANN001
-            if logs and "loss" in logs:
-                self.losses.append(float(logs["loss"]))
-
-    return StepTimer()
+    return step_timer()
 
 
 def plain_trl_child(a: argparse.Namespace) -> dict[str, Any]:
-    """The plain TRL script: nothing from aad_kit, only what TRL's documentation shows."""
+    """The plain TRL script: only what TRL's documentation shows (aad_kit only times it)."""
     import datasets
     import torch
     from peft import LoraConfig

@@ -106,6 +106,32 @@ def synthetic_preference_dataset(n_pairs: int = 8, prompt_tokens: int | None = 1
     return datasets.Dataset.from_list(rows)
 
 
+def step_timer() -> Any:
+    """A ``TrainerCallback`` recording wall and CPU seconds of every optimizer step and the
+    logged losses (``.wall``, ``.cpu``, ``.losses``)."""
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def __init__(self) -> None:
+            self.wall: list[float] = []
+            self.cpu: list[float] = []
+            self.losses: list[float] = []
+            self._t = self._c = 0.0
+
+        def on_step_begin(self, args, state, control, **kw):  # noqa: ANN001
+            self._t, self._c = time.perf_counter(), time.process_time()
+
+        def on_step_end(self, args, state, control, **kw):  # noqa: ANN001
+            self.wall.append(time.perf_counter() - self._t)
+            self.cpu.append(time.process_time() - self._c)
+
+        def on_log(self, args, state, control, logs=None, **kw):  # noqa: ANN001
+            if logs and "loss" in logs:
+                self.losses.append(float(logs["loss"]))
+
+    return StepTimer()
+
+
 def time_steps(base_model: str, variant: str = "ours", steps: int = 3, n_pairs: int = 8,
                max_length: int = 512, batch_size: int = 2, lora_r: int = 16,
                threads: int | None = None, progress: bool = False,
@@ -113,7 +139,7 @@ def time_steps(base_model: str, variant: str = "ours", steps: int = 3, n_pairs: 
                **config_overrides: Any) -> dict[str, Any]:
     """Train ``steps`` optimizer steps with ``variant`` and return the per-step wall times."""
     import torch
-    from transformers import AutoTokenizer, TrainerCallback
+    from transformers import AutoTokenizer
 
     from aad_kit.training.dpo import (
         DPOTrainingConfig,
@@ -135,25 +161,7 @@ def time_steps(base_model: str, variant: str = "ours", steps: int = 3, n_pairs: 
     )
     n_threads = threads or default_num_threads()
 
-    class _Times(TrainerCallback):
-        def __init__(self) -> None:
-            self.times: list[float] = []
-            self.cpu: list[float] = []
-            self.losses: list[float] = []
-            self.t = self.c = 0.0
-
-        def on_step_begin(self, args, state, control, **kw):  # noqa: ANN001
-            self.t, self.c = time.perf_counter(), time.process_time()
-
-        def on_step_end(self, args, state, control, **kw):  # noqa: ANN001
-            self.times.append(time.perf_counter() - self.t)
-            self.cpu.append(time.process_time() - self.c)
-
-        def on_log(self, args, state, control, logs=None, **kw):  # noqa: ANN001
-            if logs and "loss" in logs:
-                self.losses.append(float(logs["loss"]))
-
-    cb = _Times()
+    cb = step_timer()
     torch.set_num_threads(n_threads)
     with tempfile.TemporaryDirectory(prefix="aad-dpo-bench-") as tmp:
         t0, c0 = time.perf_counter(), time.process_time()
@@ -163,7 +171,7 @@ def time_steps(base_model: str, variant: str = "ours", steps: int = 3, n_pairs: 
         t1 = time.perf_counter()
         trainer.train()
         t_train = time.perf_counter() - t1
-    later = cb.times[1:] or cb.times
+    later = cb.wall[1:] or cb.wall
     later_cpu = cb.cpu[1:] or cb.cpu
     return {
         "model": base.name, "variant": variant, "steps": steps, "pairs": n_pairs,
@@ -174,7 +182,7 @@ def time_steps(base_model: str, variant: str = "ours", steps: int = 3, n_pairs: 
         "precompute_ref_log_probs": config.precompute_ref_log_probs,
         "setup_s": round(t_setup, 2), "setup_cpu_s": round(c_setup, 2),
         "train_s": round(t_train, 2),
-        "step_s": [round(t, 2) for t in cb.times],
+        "step_s": [round(t, 2) for t in cb.wall],
         "step_cpu_s": [round(t, 2) for t in cb.cpu],
         "s_per_step_after_first": round(sum(later) / len(later), 2),
         "cpu_s_per_step_after_first": round(sum(later_cpu) / len(later_cpu), 2),
