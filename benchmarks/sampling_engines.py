@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from aad_kit.llm import GenerationConfig, HFSampler, make_sampler
+from aad_kit.llm.hf import default_num_threads
 from aad_kit.prompts import i1_prompt
 
 GREEDY = 0.0
@@ -539,7 +540,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     help="GGUF for llama.cpp (default: the registered model's packaged GGUF)")
     ap.add_argument("--task", default="bin_packing", help="i1 prompt of this task")
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--threads", type=int, nargs="+", default=[2])
+    ap.add_argument("--threads", type=int, nargs="+", default=[default_num_threads()],
+                    help="for both engines; default: the cores this process may use (%(default)s)")
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--new-tokens", type=int, default=200)
     ap.add_argument("--hf-dtype", nargs="+", default=["float32"], choices=["float32", "bfloat16"],

@@ -21,8 +21,9 @@
   The setting is process-wide (torch has no per-model thread count).
 * ``cuda`` when available (bf16 where supported, else fp16), else ``cpu`` in fp32.
   ``dtype`` (or ``$AAD_KIT_HF_DTYPE``) overrides: on CPUs with AMX/AVX512-BF16 (recent Xeons)
-  ``"bfloat16"`` sampled SmolLM2-135M about 1.9x faster at batch 8 than fp32 (measured on
-  2 cores: 94 vs 50 new tokens/s), at the cost of bf16 rounding; fp32 stays the default.
+  ``"bfloat16"`` sampled SmolLM2-135M about 1.8x faster at batch 8 than fp32 (2 cores,
+  488-token prompt, 200 new tokens: 117.7 vs 64.7 tokens/s end to end; no gain at batch 1;
+  ``benchmarks/sampling_engines.py``), at the cost of bf16 rounding; fp32 stays the default.
 """
 
 from __future__ import annotations

@@ -98,6 +98,9 @@ def enable_prefix_sharing(trainer: Any) -> PrefixSharingStats:
         outputs += ("log_sum_sq_probs",)
     stats = PrefixSharingStats()
     fallback = inner.forward  # TRL's fused forward (an instance attribute set by TRL)
+    # TRL's reference passes (adapter disabled) read only ``log_probs``: skip the metrics there
+    lora_layer = next((m for m in inner.modules() if hasattr(m, "disable_adapters")
+                       and hasattr(m, "lora_A")), None)
 
     def forward(self: Any, *args: Any, fused_lm_head: bool = False, labels: Any = None,
                 **kwargs: Any) -> Any:
@@ -109,8 +112,9 @@ def enable_prefix_sharing(trainer: Any) -> PrefixSharingStats:
             stats.fallback_calls += 1
             stats.fallback_reasons[why] = stats.fallback_reasons.get(why, 0) + 1
             return fallback(*args, fused_lm_head=True, labels=labels, **kwargs)
+        reference = lora_layer is not None and bool(lora_layer.disable_adapters)
         return shared_prefix_forward(self, kwargs["input_ids"], kwargs["attention_mask"], labels,
-                                     outputs=outputs, stats=stats)
+                                     outputs=("log_probs",) if reference else outputs, stats=stats)
 
     inner.forward = types.MethodType(forward, inner)
     return stats
