@@ -166,15 +166,12 @@ def build_pairs(model_dir: str, n_pairs: int, completion_tokens: int, out: Path,
     return lens
 
 
-def floors(model_dir: str, lens: list[tuple[int, int, int, str]], batch: int, max_length: int,
+def floors(shape: Any, lens: list[tuple[int, int, int, str]], batch: int, max_length: int,
            gflops: float) -> dict[str, float]:
     """Mean floor seconds per step over the dataset's consecutive batches, with and without
-    a reference forward."""
-    from transformers import AutoConfig
+    a reference forward (``shape``: the model's :class:`~aad_kit.training.flops.ModelShape`)."""
+    from aad_kit.training.flops import floor_report
 
-    from aad_kit.training.flops import ModelShape, floor_report
-
-    shape = ModelShape.from_config(AutoConfig.from_pretrained(model_dir), lora_r=LORA_R)
     acc: dict[str, list[float]] = {}
     for start in range(0, len(lens) - batch + 1, batch):
         rows = lens[start:start + batch]
@@ -262,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         data = Path(tmp) / "pairs"
         lens = build_pairs(model_dir, a.n_pairs, a.completion_tokens, data, a.pairs)
         seq_tokens = statistics.mean(2 * p + c + r for p, c, r, _ in lens) * a.batch_size
-        floor = floors(model_dir, lens, a.batch_size, a.max_length, gflops)
+        floor = floors(shape, lens, a.batch_size, a.max_length, gflops)
         p_mean = statistics.mean(p for p, _, _, _ in lens)
         c_mean = statistics.mean((c + r) / 2 for _, c, r, _ in lens)
         print(f"model {base.name}; {len(lens)} pairs, prompt {p_mean:.0f} tokens, completions "

@@ -588,9 +588,12 @@ def make_lora_config(config: DPOTrainingConfig) -> Any:
 
 def make_dpo_args(config: DPOTrainingConfig, output_dir: str | os.PathLike[str], *,
                   device: str, dtype: str, gradient_checkpointing: bool, batch_size: int,
-                  progress: bool = True, **trl_overrides: Any) -> Any:
-    """TRL ``DPOConfig`` for ``config``; ``trl_overrides`` are passed through last (an escape
-    hatch for experiments and profiling, not needed for normal runs)."""
+                  progress: bool = True, precompute: bool | None = None,
+                  **trl_overrides: Any) -> Any:
+    """TRL ``DPOConfig`` for ``config``; ``precompute``: the resolved
+    :func:`resolve_precompute` (default: the config's value, None as off); ``trl_overrides``
+    are passed through last (an escape hatch for experiments and profiling, not needed for
+    normal runs)."""
     from trl import DPOConfig
 
     kw: dict[str, Any] = dict(
@@ -609,7 +612,8 @@ def make_dpo_args(config: DPOTrainingConfig, output_dir: str | os.PathLike[str],
         max_length=config.max_length,
         truncation_mode="keep_start",
         disable_dropout=config.disable_dropout,
-        precompute_ref_log_probs=bool(config.precompute_ref_log_probs),
+        precompute_ref_log_probs=bool(config.precompute_ref_log_probs if precompute is None
+                                      else precompute),
         # transformers 5 name (gradient_checkpointing is its deprecated alias)
         activation_checkpointing=gradient_checkpointing,
         bf16=dtype == "bfloat16",
@@ -693,13 +697,13 @@ def build_dpo_trainer(
         if not sharing:
             notes.append(f"prompt sharing off: {why_not}")
     precompute = resolve_precompute(config, len(ds), batch)
-    overrides = {"precompute_ref_log_probs": precompute, **dict(trl_overrides or {})}
+    overrides = dict(trl_overrides or {})
     if sharing and precompute:
         # one prompt pass serves the whole precompute batch: bigger batches are cheaper per pair
         overrides.setdefault("precompute_ref_batch_size", max(batch, 8))
     args = make_dpo_args(config, output_dir, device=device, dtype=dtype,
                          gradient_checkpointing=gc_on, batch_size=batch, progress=progress,
-                         **overrides)
+                         precompute=precompute, **overrides)
     train_ds = ds.select_columns(list(PREFERENCE_COLUMNS))
     from aad_kit.training.prefix_sharing import shared_prefix_trainer_class
 

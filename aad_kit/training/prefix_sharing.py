@@ -150,7 +150,7 @@ def shared_prefix_trainer_class() -> type:
     return SharedPrefixDPOTrainer
 
 
-_ALLOWED_KWARGS = {"input_ids", "attention_mask", "use_cache", "num_items_in_batch"}
+_ALLOWED_KWARGS = {"input_ids", "attention_mask", "use_cache"}
 _HARMLESS_KWARGS = {"return_dict": (True,), "output_attentions": (False,),
                     "output_hidden_states": (False,), "output_router_logits": (False,)}
 
@@ -288,7 +288,6 @@ def shared_prefix_forward(model: Any, input_ids: Any, attention_mask: Any, label
                                                  _CHUNK_SIZE, None, 1.0, outputs)
     fields = [None if x is None else x.new_zeros(score_mask.shape).masked_scatter(score_mask, x)
               for x in per_token]
-    log_probs, entropy, log_sum_sq_probs, mean_logits, is_top1 = fields
     # TRL's DPO sums log-probs over *labelled* positions only; keep rows whose split point was
     # moved (non-contiguous labels) exact by zeroing unlabelled positions.
     label_mask = valid[:, 1:]
