@@ -156,66 +156,7 @@ def fake_openai() -> Iterator[FakeOpenAI]:
 
 
 def write_llama_gguf(model_dir: Path, path: Path) -> Path:
-    """Write an fp32 GGUF of a saved Llama checkpoint + byte-level BPE tokenizer (the tiny
-    model), the way llama.cpp's converter lays it out (Q/K rows permuted, gpt2 tokenizer
-    metadata, chat template). Lets tests run the GGUF -> checkpoint route without downloads."""
-    import gguf
-    import numpy as np
-    from safetensors.numpy import load_file
+    """An fp32 GGUF of the tiny model (the library's writer; kept here for older imports)."""
+    from aad_kit.gguf_io import write_llama_gguf as write
 
-    cfg = json.loads((model_dir / "config.json").read_text())
-    tok = json.loads((model_dir / "tokenizer.json").read_text())
-    vocab = dict(tok["model"]["vocab"])
-    for added in tok["added_tokens"]:
-        vocab[added["content"]] = added["id"]
-    tokens = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
-    special = {a["content"] for a in tok["added_tokens"] if a["special"]}
-    merges = [m if isinstance(m, str) else " ".join(m) for m in tok["model"]["merges"]]
-    n_head, n_kv, hidden = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["hidden_size"]
-    rope = cfg.get("rope_theta") or (cfg.get("rope_parameters") or {}).get("rope_theta", 1e4)
-
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_name("tiny")
-    w.add_context_length(cfg["max_position_embeddings"])
-    w.add_embedding_length(hidden)
-    w.add_block_count(cfg["num_hidden_layers"])
-    w.add_feed_forward_length(cfg["intermediate_size"])
-    w.add_head_count(n_head)
-    w.add_head_count_kv(n_kv)
-    w.add_rope_dimension_count(hidden // n_head)
-    w.add_rope_freq_base(float(rope))
-    w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
-    w.add_vocab_size(len(tokens))
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("default")
-    w.add_token_list(tokens)
-    w.add_token_types([3 if t in special else 1 for t in tokens])  # 3 = control
-    w.add_token_merges(merges)
-    w.add_bos_token_id(cfg["bos_token_id"])
-    w.add_eos_token_id(cfg["eos_token_id"])
-    w.add_chat_template((model_dir / "chat_template.jinja").read_text())
-
-    def permute(x: Any, heads: int) -> Any:  # llama.cpp's Q/K row order
-        return x.reshape(heads, 2, x.shape[0] // heads // 2, *x.shape[1:]).swapaxes(1, 2).reshape(
-            x.shape)
-
-    sd = load_file(model_dir / "model.safetensors")
-    names = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
-             "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
-             "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
-             "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
-    w.add_tensor("token_embd.weight", sd["model.embed_tokens.weight"])
-    w.add_tensor("output_norm.weight", sd["model.norm.weight"])
-    for i in range(cfg["num_hidden_layers"]):
-        for hf_name, gguf_name in names.items():
-            x = sd[f"model.layers.{i}.{hf_name}.weight"]
-            if gguf_name == "attn_q":
-                x = permute(x, n_head)
-            elif gguf_name == "attn_k":
-                x = permute(x, n_kv)
-            w.add_tensor(f"blk.{i}.{gguf_name}.weight", np.ascontiguousarray(x))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
+    return write(model_dir, path)

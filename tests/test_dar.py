@@ -26,7 +26,7 @@ from aad_kit.preference import (
     PreferenceDataError,
     assign_subsets,
     build_pool,
-    dar_pairs,
+    dar_diverse_pairs,
     sample_pairs,
 )
 from aad_kit.preference import diversity as dv
@@ -92,7 +92,7 @@ def check_dar_properties(ps, cfg: PairConfig | None = None) -> None:
     gap = min(cfg.min_subset_gap, max(pool.n_subsets - 1, 1))
     seen = set()
     for p in ps.pairs:
-        assert p.strategy == "dar"
+        assert p.strategy == "dar_diverse"
         assert p.chosen.valid and p.chosen.id in ranks
         assert p.chosen_rank == ranks[p.chosen.id] and p.chosen_subset == pool.subset[p.chosen_rank]
         assert p.chosen_subset < cfg.chosen_subsets  # y+ from the better subsets
@@ -183,7 +183,7 @@ def test_pool_skips_duplicates_and_sorts_failed():
 def test_dar_defining_properties(seed):
     recs = family_records(n_families=10, per_family=6, seed=seed)
     cfg = PairConfig(seed=seed)
-    ps = dar_pairs(recs, cfg)
+    ps = dar_diverse_pairs(recs, cfg)
     assert len(ps) > 0 and ps.pool.n_subsets == 4
     check_dar_properties(ps)
     # the default is strict packing: no two distinct chosen answers are near-duplicates, so
@@ -197,40 +197,40 @@ def test_dar_defining_properties(seed):
 
 def test_dar_caps_bound_the_number_of_pairs_and_shortfall_is_reported():
     recs = family_records(n_families=10, per_family=6, seed=0)
-    ps = dar_pairs(recs)
+    ps = dar_diverse_pairs(recs)
     # y+ comes from the better half, one per family at most, each used at most twice
     top_families = {c.idea.split(" variant")[0] for c in ps.pool.valid if ps.pool.subset[ps.pool.rank_of()[c.id]] < 2}
     assert len(ps) <= 2 * len(top_families)
     assert not ps.warnings  # the default n_pairs is a ceiling, not a promise
     with pytest.warns(UserWarning, match="of 500 requested pairs"):
-        big = dar_pairs(recs, PairConfig(n_pairs=500))
+        big = dar_diverse_pairs(recs, PairConfig(n_pairs=500))
     assert len(big) == len(ps) and big.warnings
     with pytest.raises(PreferenceDataError, match="strict"):
-        dar_pairs(recs, PairConfig(n_pairs=500, strict=True))
-    small = dar_pairs(recs, PairConfig(n_pairs=5))
+        dar_diverse_pairs(recs, PairConfig(n_pairs=500, strict=True))
+    small = dar_diverse_pairs(recs, PairConfig(n_pairs=5))
     assert len(small) == 5 and not small.warnings
 
 
 def test_dar_similarity_allowance_and_reuse_caps():
     recs = family_records(n_families=4, per_family=10, seed=3)
-    strict = dar_pairs(recs, PairConfig())
-    loose = dar_pairs(recs, PairConfig(max_similar_chosen=2, max_chosen_reuse=1, max_rejected_reuse=1))
+    strict = dar_diverse_pairs(recs, PairConfig())
+    loose = dar_diverse_pairs(recs, PairConfig(max_similar_chosen=2, max_chosen_reuse=1, max_rejected_reuse=1))
     check_dar_properties(strict)
     check_dar_properties(loose)
     assert len({p.chosen.id for p in loose.pairs}) > len({p.chosen.id for p in strict.pairs})
     assert max(Counter(p.chosen.id for p in loose.pairs).values()) == 1
     # similarity "shape" mode: parameter variants are exact copies (similarity 1)
-    shape = dar_pairs(recs, PairConfig(similarity_mode="shape", similarity_threshold=0.99))
+    shape = dar_diverse_pairs(recs, PairConfig(similarity_mode="shape", similarity_threshold=0.99))
     check_dar_properties(shape)
     # the threshold at 1.0 only forbids identical token sequences: more distinct chosen
-    anything = dar_pairs(recs, PairConfig(similarity_threshold=1.0))
+    anything = dar_diverse_pairs(recs, PairConfig(similarity_threshold=1.0))
     assert len({p.chosen.id for p in anything.pairs}) >= len({p.chosen.id for p in strict.pairs})
 
 
 def test_dar_min_score_gap_and_score_partition():
     recs = family_records(n_families=10, per_family=6, seed=4)
     cfg = PairConfig(min_score_gap=1.0, partition="score", n_subsets=5, chosen_subsets=3, min_subset_gap=1)
-    ps = dar_pairs(recs, cfg)
+    ps = dar_diverse_pairs(recs, cfg)
     check_dar_properties(ps, cfg)
     assert all(p.score_gap > 1.0 for p in ps.pairs)
 
@@ -238,40 +238,40 @@ def test_dar_min_score_gap_and_score_partition():
 def test_dar_is_deterministic():
     recs = family_records(n_families=10, per_family=6, seed=5)
     key = lambda ps: [(p.chosen.id, p.rejected.id) for p in ps.pairs]  # noqa: E731
-    a, b = dar_pairs(recs, PairConfig(seed=11)), dar_pairs(list(reversed(recs)), PairConfig(seed=11))
+    a, b = dar_diverse_pairs(recs, PairConfig(seed=11)), dar_diverse_pairs(list(reversed(recs)), PairConfig(seed=11))
     assert key(a) == key(b)  # same seed, any input order: same pairs
-    assert key(a) != key(dar_pairs(recs, PairConfig(seed=12)))
+    assert key(a) != key(dar_diverse_pairs(recs, PairConfig(seed=12)))
 
 
 # ---------------------------------------------------------------------------- edge cases
 def test_all_scores_equal():
     recs = [rec(i, 1.0) for i in range(1, 7)]
     with pytest.raises(PreferenceDataError, match="same score"):
-        dar_pairs(recs)
+        dar_diverse_pairs(recs)
     recs += [rec(10 + i, None, status="runtime_error", code=f"def priority(el, n, w):\n    return 1/0 + {i}\n")
              for i in range(3)]
-    ps = dar_pairs(recs, PairConfig(failed_as_rejected=True))
+    ps = dar_diverse_pairs(recs, PairConfig(failed_as_rejected=True))
     assert len(ps) > 0 and all(p.rejected_failed for p in ps.pairs)
     check_dar_properties(ps)
 
 
 def test_one_and_zero_valid_algorithms():
     with pytest.raises(PreferenceDataError, match="1 valid distinct"):
-        dar_pairs([rec(1, 2.0)])
+        dar_diverse_pairs([rec(1, 2.0)])
     failed = [rec(2, None, status="syntax_error", code="def priority(:"),
               rec(3, None, status="missing_function", code=None, raw_response="garbage")]
-    ps = dar_pairs([rec(1, 2.0), *failed], PairConfig(failed_as_rejected=True))
+    ps = dar_diverse_pairs([rec(1, 2.0), *failed], PairConfig(failed_as_rejected=True))
     assert sorted(p.rejected.id for p in ps.pairs) == [2, 3] and {p.chosen.id for p in ps.pairs} == {1}
     with pytest.raises(PreferenceDataError, match="no valid algorithm"):
-        dar_pairs(failed, PairConfig(failed_as_rejected=True))
+        dar_diverse_pairs(failed, PairConfig(failed_as_rejected=True))
     with pytest.raises(PreferenceDataError):
-        dar_pairs([])
+        dar_diverse_pairs([])
 
 
 def test_duplicates_never_paired():
     recs = family_records(n_families=6, per_family=4, seed=6)
     dups = [rec(100 + r["id"], r["score"], r["code"], duplicate_of=r["id"]) for r in recs]
-    ps = dar_pairs(recs + dups, PairConfig(n_pairs=10))
+    ps = dar_diverse_pairs(recs + dups, PairConfig(n_pairs=10))
     ids = {p.chosen.id for p in ps.pairs} | {p.rejected.id for p in ps.pairs}
     assert not ids & {d["id"] for d in dups}
 
@@ -279,19 +279,19 @@ def test_duplicates_never_paired():
 def test_failed_as_rejected_modes():
     recs = family_records(n_families=10, per_family=6, seed=7, n_failed=12)
     failed_ids = {r["id"] for r in recs if r["status"] != "ok"}
-    off = dar_pairs(recs)
+    off = dar_diverse_pairs(recs)
     assert not any(p.rejected.id in failed_ids for p in off.pairs)
-    on = dar_pairs(recs, PairConfig(failed_as_rejected=True))
+    on = dar_diverse_pairs(recs, PairConfig(failed_as_rejected=True))
     check_dar_properties(on)
     used = [p for p in on.pairs if p.rejected_failed]
     assert used and all(p.rejected.id in failed_ids for p in used)
     assert not any(p.chosen.id in failed_ids for p in on.pairs)  # failed answers are never y+
     # "auto": enough valid pairs -> failed answers unused; too few -> used, and said so
-    auto = dar_pairs(recs, PairConfig(failed_as_rejected="auto"))
+    auto = dar_diverse_pairs(recs, PairConfig(failed_as_rejected="auto"))
     assert not any(p.rejected_failed for p in auto.pairs)
     few = [r for r in recs if r["status"] != "ok" or r["id"] <= 3]
     with pytest.warns(UserWarning, match="auto"):
-        auto_few = dar_pairs(few, PairConfig(failed_as_rejected="auto"))
+        auto_few = dar_diverse_pairs(few, PairConfig(failed_as_rejected="auto"))
     assert any(p.rejected_failed for p in auto_few.pairs)
 
 
@@ -321,7 +321,7 @@ def composed_records(n: int, seed: int = 0, n_failed: int = 0) -> list[dict]:
 def test_dar_speed_on_a_thousand_algorithms():
     recs = composed_records(1000, seed=8, n_failed=200)
     t0 = time.perf_counter()
-    ps = dar_pairs(recs, PairConfig(failed_as_rejected=True))
+    ps = dar_diverse_pairs(recs, PairConfig(failed_as_rejected=True))
     elapsed = time.perf_counter() - t0
     check_dar_properties(ps)
     assert len(ps) >= 150 and elapsed < 30, (len(ps), elapsed)
@@ -397,8 +397,8 @@ def test_dar_on_a_real_search_database(search_db):
     assert any(not r.ok for r in recs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ps = sample_pairs(recs, "dar", PairConfig(seed=0))
-        with_failed = sample_pairs(recs, "dar", PairConfig(seed=0, failed_as_rejected=True))
+        ps = sample_pairs(recs, "dar_diverse", PairConfig(seed=0))
+        with_failed = sample_pairs(recs, "dar_diverse", PairConfig(seed=0, failed_as_rejected=True))
     check_dar_properties(ps)
     check_dar_properties(with_failed)
     dup_ids = {r.id for r in recs if r.duplicate_of}

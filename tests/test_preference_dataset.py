@@ -29,7 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def _pairs(**kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return sample_pairs(family_records(6, 5, seed=0, n_failed=4), "dar", PairConfig(**kw))
+        return sample_pairs(family_records(6, 5, seed=0, n_failed=4), "dar_diverse", PairConfig(**kw))
 
 
 def test_conversational_rows_match_inference_prompt_and_answers():
@@ -46,7 +46,7 @@ def test_conversational_rows_match_inference_prompt_and_answers():
         assert (row["chosen_id"], row["rejected_id"]) == (p.chosen.id, p.rejected.id)
         assert row["chosen_score"] == p.chosen.score and row["chosen_rank"] == p.chosen_rank
         assert (row["chosen_subset"], row["rejected_subset"]) == (p.chosen_subset, p.rejected_subset)
-        assert row["strategy"] == "dar" and row["task"] == TASK and row["run_id"] == "run-1"
+        assert row["strategy"] == "dar_diverse" and row["task"] == TASK and row["run_id"] == "run-1"
         if p.rejected_failed:
             assert row["rejected_score"] is None and row["rejected_rank"] is None
             assert row["rejected_status"] == "runtime_error"
@@ -57,7 +57,7 @@ def test_conversational_rows_match_inference_prompt_and_answers():
 def test_plain_string_rows_and_raw_failed_answers():
     recs = [rec(1, 5.0), rec(2, 1.0),
             rec(3, None, status="missing_function", code=None, raw_response="  Sorry, I cannot.  ")]
-    ps = sample_pairs(recs, "dar", PairConfig(failed_as_rejected=True, n_pairs=2))
+    ps = sample_pairs(recs, "dar_diverse", PairConfig(failed_as_rejected=True, n_pairs=2))
     ds = to_dataset(ps, conversational=False)
     assert all(r["prompt"] == i1_prompt(TASK) for r in ds)
     failed = [r for r in ds if r["rejected_id"] == 3]
@@ -72,7 +72,7 @@ def test_seed_heuristics_lose_their_provenance_header():
     seed = {**rec(1, -4.0, h.code, operator="seed", idea=f"shipped heuristic nearest_neighbour: {h.source}"),
             "task": "tsp_construct"}
     failed = {**rec(2, None, status="missing_function", code=None, raw_response="nonsense"), "task": "tsp_construct"}
-    ps = sample_pairs([seed, failed], "dar", PairConfig(failed_as_rejected=True))
+    ps = sample_pairs([seed, failed], "dar_diverse", PairConfig(failed_as_rejected=True))
     row = to_dataset(ps)[0]
     chosen = row["chosen"][0]["content"]
     assert chosen.startswith("Idea: Nearest neighbour: always move to the closest unvisited node")
@@ -85,7 +85,7 @@ def test_save_and_reload(tmp_path):
 
     ps = _pairs(failed_as_rejected=True)
     paths = save_preference_data(ps, tmp_path, run_id="run-1")
-    assert paths["dataset"] == tmp_path / "preference" / "pairs_dar"
+    assert paths["dataset"] == tmp_path / "preference" / "pairs_dar_diverse"
     back = datasets.load_from_disk(str(paths["dataset"]))
     assert back.to_list() == to_dataset(ps, run_id="run-1").to_list()
     lines = [json.loads(x) for x in paths["log"].read_text().splitlines()]
@@ -101,10 +101,10 @@ def test_save_and_reload(tmp_path):
 
 def test_build_from_a_real_database(search_db, tmp_path):  # noqa: F811
     path, run_id = search_db
-    ds, ps = build_preference_dataset(path, "dar", PairConfig(seed=1), run_dir=tmp_path)
+    ds, ps = build_preference_dataset(path, "dar_diverse", PairConfig(seed=1), run_dir=tmp_path)
     assert len(ds) == len(ps) > 0 and set(ds["run_id"]) == {run_id}
-    assert (tmp_path / "preference" / "pairs_dar" / "dataset_info.json").exists()
-    assert (tmp_path / "preference" / "pairs_dar.jsonl").exists()
+    assert (tmp_path / "preference" / "pairs_dar_diverse" / "dataset_info.json").exists()
+    assert (tmp_path / "preference" / "pairs_dar_diverse.jsonl").exists()
     with AlgorithmDB(path) as db:
         by_id = {r.id: r for r in db.records(run_id)}
     for row in ds:

@@ -20,6 +20,19 @@ class GenerationConfig:
     seed: int = 0  # same seed + same prompts + same model -> same completions (backend permitting)
 
 
+def row_seed(seed: int, row: int) -> int:
+    """The sampling seed of row ``row`` of a call made with ``GenerationConfig.seed = seed``.
+
+    Every backend that takes per-request seeds uses it, so identical prompts in one call (i1
+    prompts, or two parents drawn alike) still get different samples, and the same call is
+    reproducible. A 31-bit value: servers and C libraries take it as a signed int.
+    """
+    import hashlib
+
+    digest = hashlib.sha256(f"aad-kit-row-seed:{int(seed)}:{int(row)}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
 @dataclass(frozen=True)
 class Completion:
     text: str

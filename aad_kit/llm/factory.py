@@ -3,8 +3,11 @@
 Accepted specs (keyword arguments go to the backend's constructor):
 
 ==========================================  ===============================================
-``tiny``, ``smollm2-135m``                   a model registered in :mod:`aad_kit.models`
-                                             (installed into the cache on first use), backend hf
+``tiny``, ``qwen2.5-coder-0.5b``, ...        a model registered in :mod:`aad_kit.models`
+                                             (installed into the cache on first use), on the
+                                             default engine (:func:`default_engine`)
+``llamacpp:NAME`` / ``llamacpp:/path``       llama.cpp on a registered model's GGUF, a
+                                             ``.gguf`` file or a directory holding one
 ``hf:/path/to/dir``                          a local Hugging Face checkpoint directory
 ``hf:NAME``                                  a registered name, or a hub id where a hub is reachable
 ``...@adapter=/path/to/lora``                any hf form plus a PEFT LoRA adapter directory
@@ -23,13 +26,42 @@ from typing import Any
 from aad_kit.llm.base import Sampler
 
 SPEC_FORMS = (
-    "tiny | smollm2-135m (registered models: aad_kit.models)",
+    "tiny | smollm2-135m | qwen2.5-coder-0.5b | qwen2.5-coder-1.5b (registered models: "
+    "aad_kit.models; engine: $AAD_KIT_ENGINE or the fastest installed)",
+    "llamacpp:REGISTERED_NAME  or  llamacpp:/path/to/model.gguf (also with @adapter=)",
     "hf:/path/to/model_dir  or  hf:REGISTERED_NAME  or  hf:HUB_ID (needs hub access)",
     "<any hf form>@adapter=/path/to/lora_adapter",
     "openai:http://HOST:PORT/v1#MODEL_NAME",
     "replay:/path/to/completions.jsonl",
     "/path/to/existing/model_dir",
 )
+
+
+ENGINES = ("llamacpp", "hf")
+
+
+def default_engine() -> str:
+    """The engine a registered model samples on: ``$AAD_KIT_ENGINE`` if set, else llama.cpp
+    on a CPU-only machine where llama-cpp-python is installed (the fastest engine measured
+    there, base and LoRA-tuned alike: ``benchmarks/RESULTS.md``), else hf (transformers;
+    the GPU path)."""
+    import os
+
+    env = os.environ.get("AAD_KIT_ENGINE", "").strip()
+    if env:
+        if env not in ENGINES:
+            raise ValueError(f"AAD_KIT_ENGINE must be one of {', '.join(ENGINES)}, got {env!r}")
+        return env
+    from aad_kit.llm.llamacpp import llama_cpp_available
+
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return "hf"
+    except ImportError:  # pragma: no cover - torch is a dependency of the llm extra
+        pass
+    return "llamacpp" if llama_cpp_available() else "hf"
 
 
 def _split_adapter(target: str, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -70,6 +102,13 @@ def make_sampler(spec: str | Sampler, **kwargs: Any) -> Sampler:
         if not target:
             raise _unknown(spec)
         return HFSampler(target, **kw)
+    if sep and scheme == "llamacpp":
+        from aad_kit.llm.llamacpp import LlamaCppSampler
+
+        target, kw = _split_adapter(rest, kwargs)
+        if not target:
+            raise _unknown(spec)
+        return LlamaCppSampler(target, **kw)
     if sep and scheme == "openai":
         from aad_kit.llm.openai_compat import OpenAICompatSampler
 
@@ -88,11 +127,30 @@ def make_sampler(spec: str | Sampler, **kwargs: Any) -> Sampler:
         return ReplaySampler(Path(rest).expanduser(), **kwargs)
 
     target, kw = _split_adapter(spec, kwargs)
-    if target in REGISTRY or (target and Path(target).expanduser().is_dir()):
+    if target in REGISTRY:
+        if default_engine() == "llamacpp":
+            from aad_kit.llm.llamacpp import LlamaCppSampler
+
+            return LlamaCppSampler(target, **_for_llamacpp(kw))
+        from aad_kit.llm.hf import HFSampler
+
+        return HFSampler(target, **kw)
+    if target and Path(target).expanduser().is_dir():
         from aad_kit.llm.hf import HFSampler
 
         return HFSampler(target, **kw)
     raise _unknown(spec)
 
 
-__all__ = ["make_sampler", "SPEC_FORMS"]
+def _for_llamacpp(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """hf-backend keyword arguments mapped onto the llama.cpp backend's (batch -> parallel);
+    the hf-only knobs (device, dtype, merge_adapter) mean nothing there and are dropped."""
+    kw = dict(kwargs)
+    if "batch_size" in kw:
+        kw["parallel"] = kw.pop("batch_size")
+    for hf_only in ("device", "dtype", "merge_adapter"):
+        kw.pop(hf_only, None)
+    return kw
+
+
+__all__ = ["ENGINES", "SPEC_FORMS", "default_engine", "make_sampler"]

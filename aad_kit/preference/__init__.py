@@ -21,7 +21,7 @@ from aad_kit.preference.dar import (
     PreferenceDataError,
     assign_subsets,
     build_pool,
-    dar_pairs,
+    dar_diverse_pairs,
 )
 from aad_kit.preference.dataset import (
     METADATA_COLUMNS,
@@ -35,6 +35,7 @@ from aad_kit.preference.dataset import (
     save_preference_data,
     to_dataset,
 )
+from aad_kit.preference.paper_dar import paper_dar_pairs, subset_probabilities, tied_share
 from aad_kit.preference.strategies import (
     STRATEGIES,
     STRATEGY_NAMES,
@@ -58,7 +59,10 @@ __all__ = [
     "build_pool",
     "build_preference_dataset",
     "compare_strategies",
-    "dar_pairs",
+    "dar_diverse_pairs",
+    "paper_dar_pairs",
+    "subset_probabilities",
+    "tied_share",
     "has_chat_template",
     "load_records",
     "log_rows",

@@ -1,4 +1,9 @@
-"""DAR: Diversity-Aware Rank-based sampling of preference pairs from the algorithm database.
+"""The ``dar_diverse`` variant of DAR, and the pool/pair types every strategy shares.
+
+The paper's own DAR (strategy ``dar``, the default) is :mod:`aad_kit.preference.paper_dar`.
+This module is the kit's earlier reading of the method from the abstract alone, kept as a
+named variant for the ablation: tie-aware quantiles, reuse caps, a code-similarity filter and
+optionally failed answers as rejected.
 
 The paper (Liu et al., arXiv 2507.10614: abstract and Fig. 1) builds DPO pairs ``(x, y+, y-)``
 from the database ``D`` of a search run. Sampling on the continuous fitness gives unstable
@@ -17,7 +22,7 @@ diversity is measured and enforced, how many pairs) are **this kit's choices**, 
 :class:`PairConfig` field with a documented default; change them when the paper's values are
 known.
 
-The procedure as implemented (:func:`dar_pairs`)
+The procedure as implemented (:func:`dar_diverse_pairs`)
 ------------------------------------------------
 * Pool (:func:`build_pool`): valid algorithms are the records with ``status == "ok"``, a
   finite score and code, that are not duplicates (``duplicate_of`` set: skipped; two valid rows
@@ -86,9 +91,24 @@ class PairConfig:
     """
 
     n_pairs: int | None = None
-    """Pairs wanted. ``None``/0 *(kit)*: one per distinct candidate in the pool (valid ones,
-    plus failed ones when they are used); the caps may give fewer."""
+    """Pairs wanted. ``None``/0: ``paper_pairs`` for ``dar``; for the other strategies *(kit)*
+    one per distinct candidate in the pool (valid ones, plus failed ones when they are used);
+    the caps may give fewer."""
     seed: int = 0
+    # --- dar: the paper's DAR (aad_kit.preference.paper_dar) ------------------------------
+    m_subsets: int = 10
+    """Paper: M equal-count ranked subsets."""
+    top_subsets: int = 7
+    """Paper: ``y+`` comes from the best M - 3 subsets."""
+    subset_gap: int = 2
+    """Paper: ``y-``'s subset is at least this many below ``y+``'s."""
+    tau: float = 3.0
+    """Paper: ``P(i) ∝ exp((M - 4 - i) / tau)`` over the top subsets."""
+    paper_pairs: int = 1000
+    """Paper: unique pairs drawn (then repeated to 10,000 rows there; epochs here)."""
+    max_draw_factor: float = 50.0
+    """Stop after ``max_draw_factor * n_pairs`` draws when no more unique pairs turn up."""
+    # --- dar_diverse and the baselines --------------------------------------------------
     # --- DAR: ranked subsets ---------------------------------------------------------------
     n_subsets: int = 4
     """*(kit)* Number of ranked subsets ``m`` (quartiles of the ranking)."""
@@ -138,6 +158,16 @@ class PairConfig:
     def __post_init__(self) -> None:
         if self.n_pairs is not None and self.n_pairs < 0:
             raise ValueError("n_pairs must be >= 0 (0 or None: the default)")
+        if self.m_subsets < 3:
+            raise ValueError("m_subsets must be >= 3")
+        if not 1 <= self.subset_gap < self.m_subsets:
+            raise ValueError("subset_gap must be in [1, m_subsets - 1]")
+        if not 1 <= self.top_subsets <= self.m_subsets - self.subset_gap:
+            raise ValueError("top_subsets must be in [1, m_subsets - subset_gap]")
+        if not (self.tau > 0 and math.isfinite(self.tau)):
+            raise ValueError("tau must be finite and > 0")
+        if self.paper_pairs < 1 or self.max_draw_factor <= 0:
+            raise ValueError("paper_pairs must be >= 1 and max_draw_factor > 0")
         if self.n_subsets < 2:
             raise ValueError("n_subsets must be >= 2")
         if self.partition not in PARTITIONS:
@@ -657,11 +687,11 @@ def _dar_draw(pool: Pool, n_target: int, use_failed: bool) -> tuple[list[Pair], 
         if j == m:
             failed_uses[b] += 1
             used_pairs.add((a, -1 - b))
-            pairs.append(make_pair(pool, a, pool.failed[b], "dar", ranks))
+            pairs.append(make_pair(pool, a, pool.failed[b], "dar_diverse", ranks))
         else:
             rejected_uses[b] += 1
             used_pairs.add((a, b))
-            pairs.append(make_pair(pool, a, b, "dar", ranks))
+            pairs.append(make_pair(pool, a, b, "dar_diverse", ranks))
     return pairs, notes
 
 
@@ -694,9 +724,9 @@ def run_with_failed_mode(records: Any, config: PairConfig, strategy: str, draw) 
     return finish(pool, pairs, strategy, n_target, t0, notes, explicit)
 
 
-def dar_pairs(records: Any, config: PairConfig | None = None) -> PairSet:
-    """Draw preference pairs with DAR (see the module docstring for the exact procedure)."""
-    return run_with_failed_mode(records, config or PairConfig(), "dar", _dar_draw)
+def dar_diverse_pairs(records: Any, config: PairConfig | None = None) -> PairSet:
+    """Draw preference pairs with the ``dar_diverse`` variant (see the module docstring)."""
+    return run_with_failed_mode(records, config or PairConfig(), "dar_diverse", _dar_draw)
 
 
 __all__ = [
@@ -710,7 +740,7 @@ __all__ = [
     "PreferenceDataError",
     "assign_subsets",
     "build_pool",
-    "dar_pairs",
+    "dar_diverse_pairs",
     "default_n_pairs",
     "effective_gap",
     "make_pair",

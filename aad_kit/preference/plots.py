@@ -20,7 +20,7 @@ from aad_kit.preference.dar import PairSet, Pool
 
 SUBSET_CMAP = "viridis_r"
 STRATEGY_COLORS = {
-    "dar": "#1565c0", "random": "#9e9e9e", "min_gap": "#ef6c00", "top_bottom": "#6a1b9a",
+    "dar": "#1565c0", "dar_diverse": "#00897b", "random": "#9e9e9e", "min_gap": "#ef6c00", "top_bottom": "#6a1b9a",
     "half_zip": "#2e7d32",
 }  # fmt: skip
 

@@ -3,7 +3,11 @@
 ``sample_pairs(records, strategy, config)`` draws pairs with any of
 
 =============  ===============================================================================
-``dar``        Diversity-Aware Rank-based sampling (:mod:`aad_kit.preference.dar`)
+``dar``        Diversity-Aware Rank-based sampling as the paper's code runs it (default;
+               :mod:`aad_kit.preference.paper_dar`)
+``dar_diverse`` the kit's earlier DAR variant (:mod:`aad_kit.preference.dar`): tie-aware
+               quantiles, reuse caps, a code-similarity filter, optionally failed answers as
+               rejected
 ``random``     two distinct valid algorithms with different scores, uniformly at random among
                all such pairs; ordered so ``y+`` is the better one
 ``min_gap``    "continuous fitness" sampling: uniform among the pairs whose score difference is
@@ -18,7 +22,7 @@
 =============  ===============================================================================
 
 All strategies share :class:`~aad_kit.preference.dar.PairConfig` (``n_pairs``, ``seed``,
-``failed_as_rejected``, ``strict``). The baselines deliberately have **no** diversity rule and
+``failed_as_rejected`` (not ``dar``: the paper pairs valid programs only), ``strict``). The baselines deliberately have **no** diversity rule and
 no reuse caps (that is what DAR adds); every strategy never repeats a pair and never pairs
 two equal scores. With ``failed_as_rejected`` the failed answers are appended to the ranking
 *below* every valid algorithm (in id order), and only ever appear as ``y-``: ``random`` and
@@ -49,6 +53,7 @@ from aad_kit.preference.dar import (
     make_pair,
     run_with_failed_mode,
 )
+from aad_kit.preference.paper_dar import paper_dar_pairs, tied_share
 
 DrawFn = Callable[[Pool, int, bool], tuple[list[Pair], list[str]]]
 
@@ -147,18 +152,18 @@ def _half_zip_draw(pool: Pool, n_target: int, use_failed: bool) -> tuple[list[Pa
 
 
 STRATEGIES: dict[str, DrawFn] = {
-    "dar": _dar_draw,
+    "dar_diverse": _dar_draw,
     "random": _random_draw,
     "min_gap": _min_gap_draw,
     "top_bottom": _top_bottom_draw,
     "half_zip": _half_zip_draw,
 }
-STRATEGY_NAMES: tuple[str, ...] = tuple(STRATEGIES)
+STRATEGY_NAMES: tuple[str, ...] = ("dar", *STRATEGIES)
 
 
 def register_strategy(name: str, draw: DrawFn) -> None:
     """Add a strategy: ``draw(pool, n_target, use_failed) -> (pairs, notes)``."""
-    if name in STRATEGIES:
+    if name in STRATEGIES or name == "dar":
         raise ValueError(f"strategy {name!r} is already registered")
     STRATEGIES[name] = draw
 
@@ -170,9 +175,12 @@ def sample_pairs(records: Any, strategy: str = "dar", config: PairConfig | None 
     ``overrides`` replace fields of ``config`` (e.g. ``n_pairs=64, seed=1``). Raises
     :class:`PreferenceDataError` when no pair can be formed, with the reason.
     """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown pair strategy {strategy!r}; choose one of: {', '.join(STRATEGIES)}")
+    names = ("dar", *STRATEGIES)
+    if strategy not in names:
+        raise ValueError(f"unknown pair strategy {strategy!r}; choose one of: {', '.join(names)}")
     config = (config or PairConfig()).with_(**overrides) if overrides else (config or PairConfig())
+    if strategy == "dar":
+        return paper_dar_pairs(records, config)
     return run_with_failed_mode(records, config, strategy, STRATEGIES[strategy])
 
 
