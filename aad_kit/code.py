@@ -37,6 +37,67 @@ def normalize_code(code: str) -> str:
     return ast.unparse(tree)
 
 
+def _function_docstrings(tree: ast.Module, function_name: str | None) -> list[tuple[ast.AST, ast.Expr | None]]:
+    out: list[tuple[ast.AST, ast.Expr | None]] = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and (
+            function_name is None or node.name == function_name
+        ):
+            first = node.body[0] if node.body else None
+            is_doc = (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+                      and isinstance(first.value.value, str))
+            out.append((node, first if is_doc else None))  # type: ignore[arg-type]
+    return out
+
+
+def strip_docstring(code: str, function_name: str | None = None) -> str:
+    """``code`` without the docstrings of its top-level functions (or of ``function_name``),
+    everything else kept as written. Why: a parent shown in a prompt already carries its idea
+    on an ``Idea:`` line, and a copied docstring costs a small model tokens it then repeats."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return code
+    lines = code.splitlines(keepends=True)
+    cut: set[int] = set()
+    for fn, doc in _function_docstrings(tree, function_name):
+        if doc is None or doc.end_lineno is None or len(fn.body) == 1:  # type: ignore[attr-defined]
+            continue  # no docstring, or it is the whole body (keep the function valid)
+        before = lines[doc.lineno - 1][: doc.col_offset]
+        after = lines[doc.end_lineno - 1][doc.end_col_offset or 0:]
+        if before.strip() or after.strip():
+            continue  # shares a line with other code
+        cut.update(range(doc.lineno - 1, doc.end_lineno))
+    return "".join(line for i, line in enumerate(lines) if i not in cut)
+
+
+def with_docstring(code: str, function_name: str, text: str) -> str:
+    """``code`` with the one-line docstring ``text`` in ``function_name`` unless it has one
+    (the answer format puts the idea there); code that does not parse comes back unchanged."""
+    text = " ".join(text.split()).replace('"' * 3, "'" * 3).rstrip("\\")
+    if not text:
+        return code
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return code
+    found = _function_docstrings(tree, function_name)
+    if not found or found[0][1] is not None:
+        return code
+    fn = found[0][0]
+    first = fn.body[0]  # type: ignore[attr-defined]
+    lines = code.splitlines(keepends=True)
+    line = lines[first.lineno - 1]
+    if line[: first.col_offset].strip():  # the body starts on the def line
+        return code
+    q = '"' * 3
+    at = first.lineno - 1
+    if lines[fn.lineno - 1].split("#")[0].rstrip().endswith(":"):  # one-line header
+        at = fn.lineno  # type: ignore[attr-defined]
+    lines.insert(at, f"{line[: first.col_offset]}{q}{text}{q}\n")
+    return "".join(lines)
+
+
 def code_hash(code: str) -> str:
     """sha256 (hex, 16 chars) of the normalised code: the dedup and cache key."""
     return hashlib.sha256(normalize_code(code).encode("utf-8")).hexdigest()[:16]

@@ -3,9 +3,14 @@
 The prompt a model sees during search is also the prompt ``x`` of every DPO preference
 pair, so training matches use. Keep all prompt text here.
 
-Answer format (asked of every model, parsed by :mod:`aad_kit.search.parsing`): one line
-starting with ``Idea:`` describing the algorithm, then the complete function in a ```python
-block.
+Answer format (asked of every model, parsed by :mod:`aad_kit.search.parsing`): one ```python
+block with the complete function, whose docstring begins with one sentence stating the idea,
+and nothing after the block. Why this and not an ``Idea:`` line first (the kit's earlier
+format, EoH's order): with the idea line first, Qwen2.5-Coder-0.5B ended its turn after the
+idea in 12 of 16 answers (ASP, i1), and both Qwen coders wrote more valid programs with the
+code-first format (0.5B 1 -> 3 of 16, 1.5B 5 -> 8 of 16; ``benchmarks/RESULTS.md``). Parents
+are shown with an ``Idea:`` line and their code without its docstring (the idea would be
+there twice, and copied docstrings are tokens a small model then repeats).
 
 Operators (after Evolution of Heuristics, Liu et al. 2024):
 
@@ -28,6 +33,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from aad_kit.code import strip_docstring, with_docstring
 from aad_kit.tasks import Task, get_task
 
 SYSTEM_PROMPT = (
@@ -36,11 +42,9 @@ SYSTEM_PROMPT = (
 )
 
 ANSWER_FORMAT = (
-    "Answer in exactly this format:\n"
-    "Idea: <one sentence describing your algorithm>\n"
-    "```python\n"
-    "<the complete Python function {signature_name}, with any imports it needs>\n"
-    "```\n"
+    "Answer with one ```python code block holding the complete function {signature_name} "
+    "and the imports it needs, and nothing after the block. Begin the function's docstring "
+    "with one sentence that states your idea.\n"
     "Use only numpy and the Python standard library's math, random, itertools, heapq and "
     "collections. Do not read or write files, print, or use the network."
 )
@@ -78,7 +82,7 @@ def _parent_fields(parent: Any) -> tuple[str, str]:
 
 def _parent_block(parent: Any, label: str) -> str:
     idea, code = _parent_fields(parent)
-    return f"{label}\nIdea: {idea}\n```python\n{code}\n```"
+    return f"{label}\nIdea: {idea}\n```python\n{strip_docstring(code).strip()}\n```"
 
 
 def _parents_block(parents: Sequence[Any]) -> str:
@@ -202,11 +206,20 @@ __all__ = [
 ]
 
 
-def format_answer(idea: str | None, code: str) -> str:
-    """An algorithm written as a model answer in :data:`ANSWER_FORMAT` (idea line + fenced code).
+def format_answer(idea: str | None, code: str, function_name: str | None = None) -> str:
+    """An algorithm written as a model answer in :data:`ANSWER_FORMAT`: the fenced code, its
+    function's docstring starting with the idea (added when the code has no docstring).
 
     The inverse of :func:`aad_kit.search.parsing.parse_answer`. DAR's chosen/rejected answers
-    are built with it, so DPO trains the model on exactly the format the search parses.
+    are built with it, so DPO trains the model on exactly the format the prompt asks for.
+    ``function_name``: the task's function (default: the first function defined in ``code``).
     """
-    idea_line = " ".join((idea or "").split()) or "(no idea given)"
-    return f"Idea: {idea_line}\n```python\n{code.strip()}\n```"
+    import re
+
+    idea_line = " ".join((idea or "").split())
+    if function_name is None:
+        m = re.search(r"^(?:async\s+)?def\s+(\w+)", code, re.M)
+        function_name = m.group(1) if m else ""
+    if idea_line and function_name:
+        code = with_docstring(code.strip(), function_name, idea_line)
+    return f"```python\n{code.strip()}\n```"

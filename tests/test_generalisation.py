@@ -147,7 +147,7 @@ def expected_scores(kind: str, task: str, setting: str) -> dict[tuple[int, int],
             i = seed * N + j
             if kind == "good" or (kind == "mixed" and i % 2 == 0):
                 h = heuristics(task)[i % len(heuristics(task))]
-                assert fake.answer(task, i).startswith("Idea: shipped")
+                assert fake.answer(task, i).startswith("```python\n")
                 out[(seed, j)] = t.run(h.function(t.function_name), setting).score
     return out
 
@@ -282,7 +282,7 @@ def test_long_table_and_metrics_match_the_known_programs(tmp_path, sandbox):
     answers = load_answers(tmp_path)
     assert len(answers) == 3 * 2 * len(SEEDS) and all(len(v) == N for v in answers.values())
     rec = answers[("good", "tsp_construct", 1)][0]
-    assert rec["text"].startswith("Idea: shipped") and rec["code"] and rec["status_hint"] is None
+    assert rec["text"].startswith("```python\n") and rec["code"] and rec["status_hint"] is None
     state = json.loads((tmp_path / CONFIG_JSON).read_text())
     assert state["models"]["good"]["samples_per_seed"] == N
     assert state["model_info"]["good"]["model_id"] == "fake/good"

@@ -62,7 +62,7 @@ def test_plain_string_rows_and_raw_failed_answers():
     assert all(r["prompt"] == i1_prompt(TASK) for r in ds)
     failed = [r for r in ds if r["rejected_id"] == 3]
     assert failed and failed[0]["rejected"] == "Sorry, I cannot."  # the model's own words
-    assert all(r["chosen"].startswith("Idea: ") and "```python\n" in r["chosen"] for r in ds)
+    assert all(r["chosen"].startswith("```python\n") and r["chosen"].endswith("\n```") for r in ds)
 
 
 def test_seed_heuristics_lose_their_provenance_header():
@@ -75,7 +75,8 @@ def test_seed_heuristics_lose_their_provenance_header():
     ps = sample_pairs([seed, failed], "dar_diverse", PairConfig(failed_as_rejected=True))
     row = to_dataset(ps)[0]
     chosen = row["chosen"][0]["content"]
-    assert chosen.startswith("Idea: Nearest neighbour: always move to the closest unvisited node")
+    assert chosen.startswith("```python\n")
+    assert '"""Nearest neighbour: always move to the closest unvisited node' in chosen
     assert "# source:" not in chosen and "Rosenkrantz" not in chosen and "def select_next_node" in chosen
     assert row["prompt"][1]["content"] == i1_prompt("tsp_construct")
 

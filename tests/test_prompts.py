@@ -21,7 +21,8 @@ def test_every_operator_has_task_format_and_parents(task, op):
     parents = {"i1": [], "e1": [P1, P2], "e2": [P1, P2, P3], "m1": [P1], "m2": [P2]}[op]
     text = prompts.build_prompt(op, task, parents)
     assert t.description.strip() in text and t.signature in text
-    assert prompts.answer_format(t) in text and "Idea:" in text and "```python" in text
+    assert prompts.answer_format(t) in text and "```python" in text
+    assert ("Idea:" in text) == bool(parents)  # parents carry their idea line; i1 has none
     assert f"`{t.function_name}`" in text
     for p in parents:
         idea, code = (p["idea"], p["code"]) if isinstance(p, dict) else p
@@ -81,6 +82,19 @@ def test_an_answer_in_the_requested_format_parses():
     answer = f"Idea: nearest neighbour.\n```python\n{t.template_program.strip()}\n```"
     p = parse_answer(answer, t)
     assert p.has_code and p.idea == "nearest neighbour." and p.notes == []
+    code = "def select_next_node(current_node, destination_node, unvisited_nodes, distance_matrix):\n" \
+           '    """Go to the nearest node. Ties: lowest index."""\n' \
+           "    return int(unvisited_nodes[distance_matrix[current_node][unvisited_nodes].argmin()])\n"
+    p = parse_answer(f"```python\n{code}```", t)  # the format asked for: idea in the docstring
+    assert p.has_code and p.idea == "Go to the nearest node." and p.notes == []
+
+
+def test_parents_are_shown_without_their_docstring():
+    doc = ('def priority(el, n, w):\n    """Count twos, a long docstring the model would copy."""\n'
+           "    return float(el.count(2))\n")
+    text = prompts.m1_prompt("admissible_set", ("count twos", doc))
+    assert "Idea: count twos" in text and "return float(el.count(2))" in text
+    assert "a long docstring" not in text
 
 
 def test_format_answer_round_trips_through_the_parser():
@@ -90,7 +104,13 @@ def test_format_answer_round_trips_through_the_parser():
 
     task = get_task("tsp_construct")
     code = task.heuristics()["nearest_neighbour"].code
-    parsed = parse_answer(format_answer("  go to the\nnearest node ", code), task)
+    from aad_kit.code import strip_docstring
+
+    bare = strip_docstring(code)
+    assert '"""' in code and '"""' not in bare
+    answer = format_answer("  go to the\nnearest node ", bare)
+    assert answer.startswith("```python\n") and answer.endswith("\n```")
+    parsed = parse_answer(answer, task)
     assert parsed.idea == "go to the nearest node"
     assert parsed.code is not None and "def select_next_node" in parsed.code
-    assert "Idea: (no idea given)" in format_answer(None, code)
+    assert format_answer(None, bare) == f"```python\n{bare.strip()}\n```"

@@ -15,6 +15,7 @@ import numpy as np
 import psutil
 import pytest
 
+from aad_kit.code import strip_docstring
 from aad_kit.db import AlgorithmDB, RunConfigMismatch
 from aad_kit.llm.base import Completion, GenerationConfig, Sampler
 from aad_kit.prompts import build_prompt
@@ -210,7 +211,7 @@ def test_full_search(tmp_path, sandbox):
         for pid in r.parent_ids:
             parent = by_id[pid]
             assert parent.ok and parent.duplicate_of is None and parent.sample_index < batch_start
-            assert parent.code.strip() in r.prompt
+            assert strip_docstring(parent.code).strip() in r.prompt
         assert r.generation == 1 + max(by_id[p].generation for p in r.parent_ids)
     # garbage is stored too, with its status
     statuses = res.counts_by_status

@@ -287,7 +287,9 @@ class _Search:
         evaluator: Evaluator,
         run_id: str,
         progress: bool,
+        on_batch: Any = None,
     ) -> None:
+        self.on_batch = on_batch
         self.config = config
         self.sampler = sampler
         self.db = db
@@ -498,7 +500,10 @@ class _Search:
         try:
             self.seed_population()
             for start, end in batches(self.config):
+                n_before = self.new_samples
                 self.run_batch(start, end)
+                if self.on_batch is not None and self.new_samples > n_before:
+                    self.on_batch(self.run_id, len(self.samples()))
         finally:
             if self.bar is not None:
                 self.bar.close()
@@ -542,8 +547,12 @@ def run_search(
     sandbox: Evaluator | None = None,
     run_id: str | None = None,
     progress: bool = True,
+    on_batch: Any = None,
 ) -> SearchResult:
     """Run (or resume) an EoH-style search of ``config.budget`` LLM samples.
+
+    ``on_batch(run_id, n_samples_stored)`` is called after every batch that stored samples
+    (a long run can export or report as it goes).
 
     ``db`` is an :class:`~aad_kit.db.AlgorithmDB` or a path to one; ``sandbox`` is an
     :class:`aad_kit.sandbox.Sandbox` (default: the shared default sandbox). Calling again
@@ -557,7 +566,8 @@ def run_search(
 
         sandbox = default_sandbox()
     try:
-        search = _Search(config, sampler, database, sandbox, run_id or _default_run_id(config), progress)
+        search = _Search(config, sampler, database, sandbox, run_id or _default_run_id(config),
+                         progress, on_batch)
         return search.run()
     finally:
         if own_db:

@@ -1,0 +1,300 @@
+"""Teacher databases: algorithm databases made by the kit's own search with a larger model,
+shipped in ``data/teacher/`` so a run can train on them without hours of sampling.
+
+Why: the paper's data comes from searches with a larger model (Llama-3.1-8B) and trains a
+smaller one; on 2 CPU cores a teacher needs hours for 1,000 samples, so the database is made
+once (resumable, over several sittings), versioned, and loaded by stage 2.
+
+Layout of ``data/teacher/<name>/``:
+
+* ``algorithms.jsonl.gz``: every record of every run (one JSON object per line: the
+  :class:`~aad_kit.db.AlgorithmRecord` fields, ids as in the working database);
+* ``manifest.json``: the spec, each run's search config, status and sample count, the model's
+  info (sha256, provenance), the evaluator version, the kit commit, and the command that
+  regenerates or extends it.
+
+The working database (SQLite, resumable) lives in ``<cache>/teacher/<name>.sqlite``; on a fresh
+clone :func:`build` first imports the shipped records into it, so ``aad-kit teacher build NAME``
+*extends* the shipped database rather than starting over. Records are exported after every
+search batch, so an interrupted build loses at most one batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aad_kit.db import AlgorithmDB, AlgorithmRecord
+from aad_kit.manifest import base_manifest, now_iso
+
+DATA_DIR = Path(__file__).resolve().parents[1] / "data" / "teacher"
+RECORDS_FILE = "algorithms.jsonl.gz"
+MANIFEST_FILE = "manifest.json"
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    """What a teacher database is made of: one task setting, one model, independent runs."""
+
+    name: str
+    task: str
+    setting: str
+    model: str  # a registered model name (aad_kit.models)
+    seeds: tuple[int, ...] = (0, 1)  # one independent search run per seed
+    budget_per_run: int = 512
+    population_size: int = 10
+    batch_size: int = 8
+    max_new_tokens: int = 1024
+    temperature: float = 0.8
+    seed_heuristics: tuple[str, ...] = ("trivial",)  # the template only: no published programs
+    description: str = ""
+
+    def run_id(self, seed: int) -> str:
+        return f"teacher-{self.name}-seed{seed}"
+
+    def search_config(self, seed: int, budget: int | None = None) -> Any:
+        from aad_kit.search.eoh import SearchConfig
+
+        return SearchConfig(
+            task=self.task, setting=self.setting, budget=budget or self.budget_per_run,
+            population_size=self.population_size, batch_size=self.batch_size,
+            max_new_tokens=self.max_new_tokens, temperature=self.temperature, seed=seed,
+            seed_heuristics=self.seed_heuristics,
+        )  # fmt: skip
+
+
+TEACHERS: dict[str, TeacherSpec] = {
+    spec.name: spec
+    for spec in (
+        TeacherSpec(
+            name="admissible_set-n15_w10-qwen2.5-coder-1.5b",
+            task="admissible_set",
+            setting="n15_w10",
+            model="qwen2.5-coder-1.5b",
+            description="EoH search on the paper's training task (ASP n=15, w=10) with the "
+            "strongest packaged model, seeded with the template only",
+        ),
+    )
+}
+
+
+def get_teacher(name: str) -> TeacherSpec:
+    try:
+        return TEACHERS[name]
+    except KeyError:
+        raise KeyError(f"unknown teacher database {name!r}; known: {', '.join(TEACHERS)}") from None
+
+
+def teacher_for(task: str) -> TeacherSpec | None:
+    """The shipped teacher database of ``task`` (None if there is none)."""
+    for spec in TEACHERS.values():
+        if spec.task == task:
+            return spec
+    return None
+
+
+def data_dir(spec: TeacherSpec, root: Path | None = None) -> Path:
+    return (root or DATA_DIR) / spec.name
+
+
+def work_db_path(spec: TeacherSpec) -> Path:
+    from aad_kit.models import cache_root
+
+    return cache_root() / "teacher" / f"{spec.name}.sqlite"
+
+
+# ---------------------------------------------------------------------------- read
+
+
+def load_records(spec: TeacherSpec | str, root: Path | None = None) -> list[dict[str, Any]]:
+    """The shipped records of a teacher database (dicts with the AlgorithmRecord fields)."""
+    spec = get_teacher(spec) if isinstance(spec, str) else spec
+    path = data_dir(spec, root) / RECORDS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no teacher database at {path}; build it with: aad-kit teacher build {spec.name}"
+        )
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def load_manifest(spec: TeacherSpec | str, root: Path | None = None) -> dict[str, Any]:
+    spec = get_teacher(spec) if isinstance(spec, str) else spec
+    return json.loads((data_dir(spec, root) / MANIFEST_FILE).read_text(encoding="utf-8"))
+
+
+_RECORD_FIELDS = (
+    "operator", "generation", "sample_index", "model_id", "prompt", "raw_response", "code",
+    "code_hash", "idea", "score", "metric", "status", "error", "eval_time_s", "notes",
+    "finish_reason", "completion_tokens",
+)  # fmt: skip
+
+
+def import_into(db: AlgorithmDB, records: Sequence[dict[str, Any]],
+                run_configs: dict[str, dict[str, Any]] | None = None,
+                manifest: dict[str, Any] | None = None) -> dict[int, int]:
+    """Copy exported records into ``db`` (run by run), remapping ids so ``parent_ids`` and
+    ``duplicate_of`` still point at the right rows; runs already present are skipped.
+    Returns ``{old id: new id}`` of the rows written."""
+    by_run: dict[str, list[dict[str, Any]]] = {}
+    for r in sorted(records, key=lambda r: int(r["id"])):
+        by_run.setdefault(str(r["run_id"]), []).append(r)
+    id_map: dict[int, int] = {}
+    existing = {info.run_id for info in db.runs()}
+    for run_id, recs in by_run.items():
+        if run_id in existing:
+            continue
+        config = (run_configs or {}).get(run_id) or {"task": recs[0]["task"], "setting": recs[0]["setting"],
+                                                     "imported": True}
+        db.start_or_resume_run(run_id, config, manifest or base_manifest(imported_from="teacher"))
+        for r in recs:
+            new = db.add_algorithm(
+                run_id=run_id, task=r["task"], setting=r["setting"],
+                parent_ids=[id_map[p] for p in r.get("parent_ids") or [] if p in id_map],
+                duplicate_of=id_map.get(r["duplicate_of"]) if r.get("duplicate_of") is not None else None,
+                **{k: r.get(k) for k in _RECORD_FIELDS},
+            )  # fmt: skip
+            id_map[int(r["id"])] = new
+    return id_map
+
+
+# ---------------------------------------------------------------------------- write
+
+
+def export(spec: TeacherSpec, db: AlgorithmDB, root: Path | None = None,
+           model_info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write the records and manifest of ``spec``'s runs from ``db`` into ``data/teacher``."""
+    out = data_dir(spec, root)
+    out.mkdir(parents=True, exist_ok=True)
+    run_ids = [spec.run_id(s) for s in spec.seeds]
+    runs = [db.get_run(r) for r in run_ids]
+    runs = [r for r in runs if r is not None]
+    records: list[AlgorithmRecord] = []
+    for info in runs:
+        records.extend(db.records(info.run_id))
+    tmp = out / (RECORDS_FILE + ".tmp")
+    with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=9) as f:
+        for r in records:
+            f.write(json.dumps(r.to_dict(), ensure_ascii=False, sort_keys=True) + "\n")
+    os.replace(tmp, out / RECORDS_FILE)
+    samples = [r for r in records if r.sample_index is not None and r.sample_index >= 0]
+    valid = [r for r in samples if r.ok and r.duplicate_of is None]
+    first_manifest = runs[0].manifest if runs else {}
+    manifest = {
+        "name": spec.name,
+        "spec": asdict(spec),
+        "task": spec.task,
+        "setting": spec.setting,
+        "model": model_info or first_manifest.get("model"),
+        "runs": [
+            {"run_id": i.run_id, "status": i.status, "config": i.config,
+             "samples": sum(1 for r in samples if r.run_id == i.run_id),
+             "created_at": i.created_at, "updated_at": i.updated_at,
+             "sessions": 1 + len(i.resumes),
+             "kit_commits": sorted({m.get("git_commit") or "" for m in [i.manifest, *i.resumes]} - {""})}
+            for i in runs
+        ],  # fmt: skip
+        "n_records": len(records),
+        "n_samples": len(samples),
+        "n_valid_distinct": len(valid),
+        "best_score": max((r.score for r in valid), default=None),
+        "updated_at": now_iso(),
+        "regenerate": f"aad-kit teacher build {spec.name}",
+        **{k: v for k, v in base_manifest().items() if k in
+           ("aad_kit_version", "evaluator_version", "git_commit", "python", "platform", "packages")},
+    }
+    tmpm = out / (MANIFEST_FILE + ".tmp")
+    tmpm.write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmpm, out / MANIFEST_FILE)
+    return manifest
+
+
+def build(spec: TeacherSpec | str, *, seeds: Sequence[int] | None = None, budget: int | None = None,
+          root: Path | None = None, sampler: Any = None, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume / extend) the teacher searches of ``spec`` and export after every batch.
+
+    ``seeds``/``budget`` override the spec's (a larger budget extends a run only if it was
+    started with it: the run's config is compared on resume, so grow a database with new
+    seeds). ``sampler``: a ready sampler (tests); default: the spec's model on the default
+    engine.
+    """
+    from aad_kit.llm import make_sampler
+    from aad_kit.sandbox import default_sandbox
+    from aad_kit.search.eoh import run_search
+
+    spec = get_teacher(spec) if isinstance(spec, str) else spec
+    if seeds is not None or budget is not None:
+        spec = TeacherSpec(**{**asdict(spec), "seeds": tuple(seeds or spec.seeds),
+                              "budget_per_run": budget or spec.budget_per_run})
+    db_path = work_db_path(spec) if root is None else data_dir(spec, root) / "work.sqlite"
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    sampler = sampler or make_sampler(spec.model, batch_size=spec.batch_size, progress=progress)
+    info = sampler.info()
+    with AlgorithmDB(db_path) as db:
+        shipped = data_dir(spec, root) / RECORDS_FILE
+        if shipped.is_file():
+            man = load_manifest(spec, root)
+            configs = {r["run_id"]: r["config"] for r in man.get("runs", [])}
+            import_into(db, load_records(spec, root), configs)
+        t0 = time.perf_counter()
+        for seed in spec.seeds:
+            def _export(_run: str, _n: int) -> None:
+                export(spec, db, root, info)
+
+            res = run_search(spec.search_config(seed), sampler, db, default_sandbox(),
+                             run_id=spec.run_id(seed), progress=progress, on_batch=_export)
+            if progress:
+                print(f"[aad-kit teacher] {res.summary()}", file=sys.stderr, flush=True)
+        manifest = export(spec, db, root, info)
+        manifest["build_seconds_this_call"] = round(time.perf_counter() - t0, 1)
+    return manifest
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def teacher_cli(argv: Sequence[str] | None = None) -> int:
+    """``aad-kit teacher list | build NAME [--seeds 0 1] [--budget N] | show NAME``."""
+    ap = argparse.ArgumentParser(prog="aad-kit teacher", description="shipped teacher databases")
+    sub = ap.add_subparsers(dest="action", required=True)
+    sub.add_parser("list", help="registered teacher databases and what is shipped")
+    b = sub.add_parser("build", help="run or extend a teacher database (resumable)")
+    b.add_argument("name", choices=list(TEACHERS))
+    b.add_argument("--seeds", type=int, nargs="+", default=None, help="search runs (seeds)")
+    b.add_argument("--budget", type=int, default=None, help="LLM samples per run")
+    b.add_argument("--quiet", action="store_true")
+    s = sub.add_parser("show", help="print a teacher database's manifest")
+    s.add_argument("name", choices=list(TEACHERS))
+    args = ap.parse_args(list(argv) if argv is not None else None)
+    if args.action == "list":
+        for spec in TEACHERS.values():
+            path = data_dir(spec) / MANIFEST_FILE
+            state = "not built"
+            if path.is_file():
+                m = json.loads(path.read_text(encoding="utf-8"))
+                state = (f"{m['n_samples']} samples, {m['n_valid_distinct']} valid distinct, "
+                         f"best {m['best_score']}, updated {m['updated_at']}")
+            print(f"{spec.name}: {spec.description}\n  task {spec.task}/{spec.setting}, model "
+                  f"{spec.model}, runs {list(spec.seeds)} x {spec.budget_per_run}; {state}")
+        return 0
+    if args.action == "show":
+        print(json.dumps(load_manifest(args.name), indent=2))
+        return 0
+    m = build(args.name, seeds=args.seeds, budget=args.budget, progress=not args.quiet)
+    print(f"{m['name']}: {m['n_samples']} samples, {m['n_valid_distinct']} valid distinct, "
+          f"best {m['best_score']} -> {data_dir(get_teacher(args.name))}")
+    return 0
+
+
+__all__ = [
+    "DATA_DIR", "TEACHERS", "TeacherSpec", "build", "data_dir", "export", "get_teacher",
+    "import_into", "load_manifest", "load_records", "teacher_cli", "teacher_for", "work_db_path",
+]

@@ -1,0 +1,117 @@
+"""Teacher databases (aad_kit.teacher): build, export after every batch, resume, extend, load."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from aad_kit import teacher
+from aad_kit.db import AlgorithmDB
+from aad_kit.teacher import TeacherSpec
+from tests.test_dar import RichFakeSampler
+
+
+class CountingSampler(RichFakeSampler):
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def sample(self, prompts, n=1, config=None):  # noqa: ANN001, ANN201
+        self.calls += 1
+        return super().sample(prompts, n, config) if config else super().sample(prompts, n)
+
+
+def _spec(**kw) -> TeacherSpec:
+    base = dict(name="test-teacher", task="admissible_set", setting="n12_w7", model="tiny",
+                seeds=(0,), budget_per_run=16, population_size=8, batch_size=8)
+    return TeacherSpec(**{**base, **kw})
+
+
+@pytest.fixture
+def spec(monkeypatch: pytest.MonkeyPatch) -> TeacherSpec:
+    s = _spec()
+    monkeypatch.setitem(teacher.TEACHERS, s.name, s)
+    return s
+
+
+def test_build_exports_loads_and_imports(spec: TeacherSpec, tmp_path: Path):
+    m = teacher.build(spec, root=tmp_path, sampler=RichFakeSampler(), progress=False)
+    out = tmp_path / spec.name
+    assert (out / "algorithms.jsonl.gz").is_file() and (out / "manifest.json").is_file()
+    assert m["n_samples"] == 16 and m["runs"][0]["status"] == "finished"
+    assert m["evaluator_version"] and m["model"]["model_id"] == "fake/families-1"
+    assert m["regenerate"] == f"aad-kit teacher build {spec.name}"
+    recs = teacher.load_records(spec, tmp_path)
+    assert len(recs) == m["n_records"] == 17  # 16 samples + the template seed
+    assert {r["operator"] for r in recs} >= {"seed", "i1"}
+    seeds = [r for r in recs if r["operator"] == "seed"]
+    assert len(seeds) == 1 and "trivial" in seeds[0]["idea"]  # no published program seeded
+    # importing into another database keeps lineage and duplicates pointing at the right rows
+    with AlgorithmDB(tmp_path / "other.sqlite") as db:
+        id_map = teacher.import_into(db, recs)
+        assert len(id_map) == 17
+        got = {r.sample_index: r for r in db.records(spec.run_id(0))}
+        for r in recs:
+            g = got[r["sample_index"]]
+            assert g.code == r["code"] and g.score == r["score"]
+            assert g.parent_ids == [id_map[p] for p in r["parent_ids"]]
+            if r["duplicate_of"] is not None:
+                assert g.duplicate_of == id_map[r["duplicate_of"]]
+        assert teacher.import_into(db, recs) == {}  # already there: skipped
+
+
+def test_interrupted_build_resumes_from_the_export(spec: TeacherSpec, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch):
+    """A build killed after its first batch resumes on a fresh machine (no working database):
+    the shipped records are imported, only the missing samples are drawn, and the result is the
+    same as an uninterrupted build."""
+    real_export = teacher.export
+    calls = {"n": 0}
+
+    def dying_export(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+        out = real_export(*a, **kw)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt
+        return out
+
+    monkeypatch.setattr(teacher, "export", dying_export)
+    with pytest.raises(KeyboardInterrupt):
+        teacher.build(spec, root=tmp_path, sampler=RichFakeSampler(), progress=False)
+    half = teacher.load_records(spec, tmp_path)
+    assert sum(r["sample_index"] >= 0 for r in half) == 8
+    (tmp_path / spec.name / "work.sqlite").unlink()  # as on a fresh clone
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / spec.name / f"work.sqlite{suffix}").unlink(missing_ok=True)
+    monkeypatch.setattr(teacher, "export", real_export)
+    sampler = CountingSampler()
+    teacher.build(spec, root=tmp_path, sampler=sampler, progress=False)
+    assert sampler.calls == 1  # the second batch only
+    resumed = teacher.load_records(spec, tmp_path)
+    full_root = tmp_path / "full"
+    teacher.build(spec, root=full_root, sampler=RichFakeSampler(), progress=False)
+    full = teacher.load_records(spec, full_root)
+    key = lambda r: (r["sample_index"], r["code"], r["score"], r["status"])  # noqa: E731
+    assert sorted(map(key, resumed)) == sorted(map(key, full))
+
+
+def test_extend_with_a_new_seed_keeps_the_shipped_runs(spec: TeacherSpec, tmp_path: Path):
+    teacher.build(spec, root=tmp_path, sampler=RichFakeSampler(), progress=False)
+    m = teacher.build(spec, seeds=[0, 1], root=tmp_path, sampler=RichFakeSampler(), progress=False)
+    assert [r["run_id"] for r in m["runs"]] == [spec.run_id(0), spec.run_id(1)]
+    assert m["n_samples"] == 32
+    with gzip.open(tmp_path / spec.name / "algorithms.jsonl.gz", "rt") as f:
+        assert len({json.loads(line)["run_id"] for line in f}) == 2
+
+
+def test_errors_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    with pytest.raises(KeyError, match="unknown teacher database"):
+        teacher.get_teacher("nope")
+    with pytest.raises(FileNotFoundError, match="aad-kit teacher build"):
+        teacher.load_records(_spec(), tmp_path)
+    assert teacher.teacher_cli(["list"]) == 0
+    assert "admissible_set-n15_w10-qwen2.5-coder-1.5b" in capsys.readouterr().out
+    assert teacher.teacher_for("admissible_set").model == "qwen2.5-coder-1.5b"
+    assert teacher.teacher_for("no_such_task") is None
