@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import io
+import re
+import tokenize
 
 
 def _strip_docstrings(tree: ast.AST) -> None:
@@ -96,6 +99,24 @@ def with_docstring(code: str, function_name: str, text: str) -> str:
         at = fn.lineno  # type: ignore[attr-defined]
     lines.insert(at, f"{line[: first.col_offset]}{q}{text}{q}\n")
     return "".join(lines)
+
+
+def rename_identifier(src: str, old: str, new: str) -> str:
+    """Replace every NAME token ``old`` by ``new`` (not inside strings or comments).
+
+    Source that does not tokenize falls back to a whole-word regex replacement."""
+    lines = src.split("\n")
+    spots: list[tuple[int, int]] = []
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(src).readline):
+            if tok.type == tokenize.NAME and tok.string == old:
+                spots.append(tok.start)
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return re.sub(rf"\b{re.escape(old)}\b", new, src)
+    for row, col in sorted(spots, reverse=True):
+        line = lines[row - 1]
+        lines[row - 1] = line[:col] + new + line[col + len(old) :]
+    return "\n".join(lines)
 
 
 def code_hash(code: str) -> str:

@@ -61,6 +61,42 @@ def tsp_instances(settings: Sequence[str], heuristic: str = "nearest_neighbour")
     return fig
 
 
+def cvrp_routes(
+    setting: str, heuristics: Sequence[str] = ("nearest_neighbour",), instance: int = 0
+) -> Figure:
+    """One CVRP instance, with the routes each given shipped heuristic builds (one colour each).
+
+    Customer marker area is proportional to demand; the depot is the red star.
+    """
+    from aad_kit.tasks.cvrp import construct_routes, route_length, split_routes
+
+    task = get_task("cvrp_construct")
+    inst = task.instances(setting)[instance]
+    shipped = task.heuristics()
+    fig, axes = plt.subplots(1, len(heuristics), figsize=(4.2 * len(heuristics), 4.4),
+                             squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    xy = inst.coords
+    for ax, name in zip(axes[0], heuristics, strict=False):
+        route = construct_routes(shipped[name].function(task.function_name), inst)
+        routes = split_routes(route)
+        for i, customers in enumerate(routes):
+            closed = [0, *customers, 0]
+            ax.plot(xy[closed, 0], xy[closed, 1], "-", lw=1.0, color=cmap(i % 10))
+        ax.scatter(xy[1:, 0], xy[1:, 1], s=6 * inst.demands[1:], color="#37474f", zorder=3)
+        ax.scatter(*xy[0], s=120, marker="*", color="#c62828", zorder=4, label="depot")
+        ax.set_title(f"{name}: {len(routes)} routes, length {route_length(route, inst.distances):.2f}",
+                     fontsize=9)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0][0].legend(loc="lower left", fontsize=7)
+    fig.suptitle(f"CVRP {setting}, instance {instance}: {inst.n_customers} customers "
+                 f"(marker area ~ demand), capacity {inst.capacity:g}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def bin_packing_items(settings: Sequence[str]) -> Figure:
     """Item-size distributions (as a fraction of the bin capacity) per bin packing setting."""
     task = get_task("bin_packing")
@@ -200,6 +236,75 @@ def best_so_far(df: pd.DataFrame, baselines: dict[str, float] | None = None) -> 
     ax.set_ylabel("score (higher is better)")
     ax.set_title("Best score so far")
     ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def _notes(value: object) -> list[str]:
+    if isinstance(value, str):
+        import json
+
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return [value]
+    return [str(n) for n in value] if isinstance(value, (list, tuple, np.ndarray)) else []
+
+
+def island_best_so_far(df: pd.DataFrame) -> pd.DataFrame:
+    """Best score held by each island after each LLM sample of a FunSearch run.
+
+    One row per sample index, one column per island (``island:N`` notes); seeds start every
+    island, a valid original sample raises its island's best, and a reset
+    (``reset:I<-J`` notes on the first sample after it) gives island I the best of island J.
+    NaN while an island holds no valid program.
+    """
+    samples = _samples(df)
+    seeds = df[df["sample_index"].notna() & (df["sample_index"] < 0)]
+    start = seeds.loc[(seeds["status"] == "ok") & seeds["score"].notna(), "score"].max()
+    notes = [_notes(v) for v in samples["notes"]]
+    islands = sorted(
+        {int(n.split(":", 1)[1]) for ns in notes for n in ns if n.startswith("island:")}
+        | {int(i) for ns in notes for n in ns if n.startswith("reset:") for i in n[6:].split("<-")}
+    )
+    best = {i: float(start) if pd.notna(start) else float("nan") for i in islands}
+    rows = []
+    for (_, r), ns in zip(samples.iterrows(), notes, strict=True):
+        moves = [n.split(":", 1)[1].split("<-") for n in ns if n.startswith("reset:")]
+        snapshot = dict(best)
+        for dst, src in moves:
+            best[int(dst)] = snapshot.get(int(src), float("nan"))
+        island = next((int(n.split(":", 1)[1]) for n in ns if n.startswith("island:")), None)
+        if island is not None and r["status"] == "ok" and pd.isna(r["duplicate_of"]) and pd.notna(r["score"]):
+            best[island] = float(np.nanmax([best[island], float(r["score"])]))
+        rows.append({"sample_index": int(r["sample_index"]), **best})
+    return pd.DataFrame(rows, columns=["sample_index", *islands]).set_index("sample_index")
+
+
+def best_so_far_by_island(df: pd.DataFrame, baselines: dict[str, float] | None = None) -> Figure:
+    """FunSearch: the best score of each island after each LLM sample (resets dotted)."""
+    table = island_best_so_far(df)
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    cmap = plt.get_cmap("tab10" if len(table.columns) <= 10 else "tab20")
+    for k, island in enumerate(table.columns):
+        ax.step(table.index, table[island], where="post", lw=1.1, color=cmap(k % cmap.N),
+                label=f"island {island}")
+    if len(table.columns):
+        ax.step(table.index, table.max(axis=1), where="post", lw=2.2, color="black", alpha=0.35,
+                label="best overall")
+    samples = _samples(df)
+    resets = [int(r.sample_index) for r in samples.itertuples()
+              if any(n.startswith("reset:") for n in _notes(r.notes))]
+    for i, x in enumerate(resets):
+        ax.axvline(x, ls=":", lw=0.9, color="grey", label="island reset" if i == 0 else None)
+    for i, (name, score) in enumerate(sorted((baselines or {}).items(), key=lambda kv: -kv[1])):
+        ax.axhline(score, ls="--", lw=0.8, color=plt.get_cmap("Greys")(0.4 + 0.12 * i), label=name)
+    ax.set_xlabel("LLM sample")
+    ax.set_ylabel("best score on the island")
+    ax.set_title("Best score so far per island")
+    if not len(table.columns):
+        ax.text(0.5, 0.5, "no island samples", ha="center", va="center", transform=ax.transAxes)
+    ax.legend(fontsize=6, loc="lower right", ncol=2)
     fig.tight_layout()
     return fig
 

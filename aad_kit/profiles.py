@@ -62,6 +62,7 @@ CHEAPEST_SETTING: dict[str, str] = {
     "admissible_set": "n12_w7",
     "bin_packing": "weibull_1k_c100",
     "tsp_construct": "n20",
+    "cvrp_construct": "n50_c40",  # 16 instances: cheaper than n20_c30 (64)
 }
 
 

@@ -25,15 +25,18 @@ m2    1        keep the parent's structure but change its parameters / score for
 ====  =======  ====================================================================
 
 Every builder is a pure function of the task and the parents' code and ideas, so the same
-parents always give the same prompt text.
+parents always give the same prompt text. The modules the answer format allows are generated
+from the sandbox's import allow-list (:data:`aad_kit.sandbox.config.ALLOWED_IMPORTS_ORDERED`).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aad_kit.code import strip_docstring, with_docstring
+from aad_kit.sandbox.config import ALLOWED_IMPORTS_ORDERED
 from aad_kit.tasks import Task, get_task
 
 SYSTEM_PROMPT = (
@@ -41,12 +44,36 @@ SYSTEM_PROMPT = (
     "functions and explain the idea behind each in one sentence."
 )
 
+
+
+def _join(names: Sequence[str]) -> str:
+    """``"a"``, ``"a and b"``, ``"a, b and c"``."""
+    names = list(names)
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def allowed_imports_text(modules: Sequence[str] = ALLOWED_IMPORTS_ORDERED) -> str:
+    """The answer format's import sentence, naming exactly ``modules`` (default: the sandbox's
+    allow-list, :data:`aad_kit.sandbox.config.ALLOWED_IMPORTS_ORDERED`, in its order).
+
+    Third-party modules (numpy) come first, then the standard library's.
+    """
+    stdlib = [m for m in modules if m in sys.stdlib_module_names]
+    other = [m for m in modules if m not in sys.stdlib_module_names]
+    parts = ([_join(other)] if other else []) + (
+        [f"the Python standard library's {_join(stdlib)}"] if stdlib else []
+    )
+    return f"Use only {' and '.join(parts)}."
+
+
+# The modules it names are generated from the sandbox's import allow-list (one source of
+# truth; ``tests/test_prompts.py`` checks they agree), so a program that follows the prompt
+# passes the sandbox's import check.
 ANSWER_FORMAT = (
     "Answer with one ```python code block holding the complete function {signature_name} "
     "and the imports it needs, and nothing after the block. Begin the function's docstring "
     "with one sentence that states your idea.\n"
-    "Use only numpy and the Python standard library's math, random, itertools, heapq and "
-    "collections. Do not read or write files, print, or use the network."
+    f"{allowed_imports_text()} Do not read or write files, print, or use the network."
 )
 
 OPERATORS: tuple[str, ...] = ("i1", "e1", "e2", "m1", "m2")
@@ -195,6 +222,7 @@ __all__ = [
     "MIN_PARENTS",
     "OPERATORS",
     "SYSTEM_PROMPT",
+    "allowed_imports_text",
     "answer_format",
     "as_messages",
     "build_prompt",
@@ -223,3 +251,57 @@ def format_answer(idea: str | None, code: str, function_name: str | None = None)
     if idea_line and function_name:
         code = with_docstring(code.strip(), function_name, idea_line)
     return f"```python\n{code.strip()}\n```"
+
+
+def _drop_leading_comments(code: str) -> str:
+    """``code`` without the comment lines above its first statement (the provenance header
+    of a shipped heuristic: ``# name: ...``, ``# source: ...``)."""
+    lines = code.strip().split("\n")
+    while lines and (lines[0].lstrip().startswith("#") or not lines[0].strip()):
+        lines.pop(0)
+    return "\n".join(lines).strip() or code.strip()
+
+
+def funsearch_prompt(task: str | Task, programs: Sequence[Any] = ()) -> str:
+    """FunSearch's prompt: ``programs`` (ordered worse to better) shown as versions
+    ``<function>_v0 .. <function>_v{k-1}``, and a request for ``<function>_v{k}``.
+
+    Each program is shown as stored (its docstring states its idea, as the answer format
+    asks), with every use of the task's function name renamed to its version (recursive
+    calls included). Programs are records, mappings, ``(idea, code)`` pairs or code strings.
+    With no programs the task's template program is shown as ``_v0``. A pure function: the
+    same programs always give the same text. The answer's ``_v{k}`` function is renamed back
+    to the task's function when it is parsed (:mod:`aad_kit.search.funsearch`).
+    """
+    from aad_kit.code import rename_identifier
+
+    t = get_task(task)
+    fn = t.function_name
+    codes = [c if isinstance(c, str) else _parent_fields(c)[1] for c in programs]
+    codes = [_drop_leading_comments(c) for c in codes if c and c.strip()]
+    codes = codes or [t.template_program.strip()]
+    k = len(codes)
+    blocks = "\n\n".join(
+        f"```python\n{rename_identifier(code, fn, f'{fn}_v{i}').strip()}\n```"
+        for i, code in enumerate(codes)
+    )
+    versions = f"`{fn}_v0`" if k == 1 else f"`{fn}_v0` to `{fn}_v{k - 1}`"
+    order = (
+        "" if k == 1 else
+        f" Each version is an improvement on the one before it: `{fn}_v{k - 1}` is the best so far."
+    )
+    want = f"`{fn}_v{k}`"
+    fmt = answer_format(t)
+    fmt = fmt.replace(f"`{fn}`", want) if f"`{fn}`" in fmt else f"{fmt}\nName the function {want}."
+    return (
+        f"{_task_block(t)}\n\n"
+        f"Here {'is' if k == 1 else 'are'} {k} version{'s' if k > 1 else ''} of `{fn}` "
+        f"written for this task, named {versions}.{order}\n\n"
+        f"{blocks}\n\n"
+        f"Write {want}, an improved version of `{fn}_v{k - 1}` that should score higher. "
+        f"Name it {want} and keep the parameters of the signature above.\n\n"
+        f"{fmt}"
+    )
+
+
+__all__.append("funsearch_prompt")

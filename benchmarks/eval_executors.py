@@ -76,6 +76,7 @@ EXPENSIVE_SETTING: dict[str, str] = {
     "admissible_set": "n18_w12",
     "bin_packing": "weibull_5k_c100",
     "tsp_construct": "n200",
+    "cvrp_construct": "n200_c50",
 }
 
 EXECUTORS = ("pool", "one-shot")

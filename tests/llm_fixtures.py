@@ -9,11 +9,13 @@
 * ``tiny_lora_dir`` (session): a PEFT LoRA adapter saved for the tiny model, with
   non-zero weights (``init_lora_weights=False``) so it really changes outputs.
 * ``fake_openai``: a real HTTP server on 127.0.0.1 speaking ``/v1/chat/completions``
-  (see :class:`FakeOpenAI` for the knobs).
+  (see :class:`FakeOpenAI` for the knobs; ``mode = "seeded"`` answers like a seed-honouring
+  server with valid programs, :func:`seeded_answer`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 import threading
@@ -72,18 +74,49 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def seeded_answer(prompt: str, seed: Any, index: int) -> str:
+    """A model answer that depends only on (prompt, seed, choice index), as vLLM's does.
+
+    A ```python block with ``priority(el, n, w)`` (``admissible_set``) whose docstring states
+    the idea; its weights and an additive constant come from a hash of the triple, so the
+    returned float depends on the seed and two different triples give different code.
+    """
+    digest = hashlib.sha256(f"{prompt}\x00{seed}\x00{index}".encode()).digest()
+    h = int.from_bytes(digest[:8], "big")
+    a, b, c = 1 + h % 3, 2 + (h >> 4) % 3, (h >> 8) % 3 - 1
+    u = (h >> 11) / 2**53  # 53 random bits: distinct triples give distinct code
+    return (
+        "```python\n"
+        "def priority(el, n, w):\n"
+        f'    """Mix the entries modulo {b} with weight {a} and a small shift."""\n'
+        f"    s = sum((x * {a}) % {b} for x in el)\n"
+        f"    return float(s + {c} * el[0] - el[-1]) + {u!r} * 1e-6\n"
+        "```"
+    )
+
+
 class FakeOpenAI:
     """A minimal OpenAI-compatible server.
 
     ``honour_n``: return ``n`` choices (else always one, like llama.cpp/Ollama).
     ``fail``: HTTP status codes to answer the next requests with, in order (then succeed).
-    ``finish_reason``: what every choice reports. Each choice's text echoes the user prompt,
-    the seed and the choice index: ``"<prompt> | seed=<s> | i=<i>"``.
+    ``finish_reason``: what every choice reports.
+    ``mode``: what each choice's text is.
+
+    * ``"echo"`` (default): the user prompt, the seed and the choice index,
+      ``"<prompt> | seed=<s> | i=<i>"``.
+    * ``"seeded"``: like vLLM with a per-request seed, the text is a deterministic function of
+      (prompt, seed, choice index) only (see :func:`seeded_answer`): identical seeds give
+      identical answers. Each is a valid ``admissible_set`` program in the kit's answer format
+      whose code (not just its docstring) depends on that triple, so search dedup catches any
+      repeat.
+
     ``requests``: (headers, JSON body) of every request received, in order.
     """
 
     def __init__(self) -> None:
         self.honour_n = True
+        self.mode = "echo"
         self.fail: list[int] = []
         self.retry_after: str | None = None
         self.finish_reason = "stop"
@@ -121,11 +154,14 @@ class FakeOpenAI:
                 prompt = body["messages"][-1]["content"]
                 n = int(body.get("n", 1)) if fake.honour_n else 1
                 seed = body.get("seed")
+                if fake.mode == "seeded":
+                    contents = [seeded_answer(prompt, seed, i) for i in range(n)]
+                else:
+                    contents = [f"{prompt} | seed={seed} | i={i}" for i in range(n)]
                 choices = [
                     {"index": i, "finish_reason": fake.finish_reason,
-                     "message": {"role": "assistant",
-                                 "content": f"{prompt} | seed={seed} | i={i}"}}
-                    for i in range(n)
+                     "message": {"role": "assistant", "content": content}}
+                    for i, content in enumerate(contents)
                 ]
                 self._send(200, {
                     "id": "cmpl-test", "object": "chat.completion", "model": body.get("model"),

@@ -78,3 +78,18 @@ def test_dpo_profile_attributes_the_step_on_the_tiny_model(tmp_path, llm_cache):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "prompt sharing on" in out.stdout and "frozen linear layers" in out.stdout
     assert "matmul" in out.stdout and "GFLOP/s" in out.stdout
+
+
+def test_search_methods_compares_eoh_and_funsearch_on_the_tiny_model(tmp_path, llm_cache):  # noqa: F811
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "search_methods.py"), "--model", "tiny",
+         "--budget", "2", "--batch-size", "2", "--max-new-tokens", "16", "--tasks",
+         "tsp_construct", "--seeds", "0", "1", "--out", str(tmp_path / "methods")],
+        capture_output=True, text=True, timeout=600, env=_env_with_tiny_cache(tmp_path, llm_cache),
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    assert "samples/min" in out.stdout and "best@2" in out.stdout and "mean over seeds" in out.stdout
+    for method in ("eoh", "funsearch"):
+        for seed in (0, 1):
+            assert any(ln.split()[:3] == ["tsp_construct", method, str(seed)] for ln in lines), out.stdout

@@ -157,13 +157,15 @@ def test_profile_grid_roles_and_settings_parsing():
     train_task, train, held, others = default_grid("smoke")
     assert (train_task, train) == ("tsp_construct", "n20")
     assert held == ["llm4ad_n50"]  # smoke evaluates one setting per task: the cheapest other one
-    assert others == [("admissible_set", "n12_w7"), ("bin_packing", "weibull_1k_c100")]
+    assert others == [("admissible_set", "n12_w7"), ("bin_packing", "weibull_1k_c100"),
+                      ("cvrp_construct", "n50_c40")]
     cfg = GeneralisationConfig.from_profile("smoke", {"base": "tiny"})
     assert [(c.task, c.setting, c.role) for c in cfg.cells] == [
         ("tsp_construct", "n20", "train"), ("tsp_construct", "llm4ad_n50", "held_out"),
         ("admissible_set", "n12_w7", "other_task"), ("bin_packing", "weibull_1k_c100", "other_task"),
+        ("cvrp_construct", "n50_c40", "other_task"),
     ]
-    assert cfg.tasks == ["tsp_construct", "admissible_set", "bin_packing"]
+    assert cfg.tasks == ["tsp_construct", "admissible_set", "bin_packing", "cvrp_construct"]
     assert (cfg.samples_per_seed, cfg.seeds, cfg.max_new_tokens) == (4, (0, 1), 48)
     quick = GeneralisationConfig.from_profile("quick", {"base": "tiny"})
     assert "n100" in quick.held_out_settings and "n200" in quick.held_out_settings

@@ -23,6 +23,7 @@ from aad_kit.llm import (
     Sampler,
     make_sampler,
 )
+from aad_kit.llm.base import row_seed
 from aad_kit.models import sha256_file
 from aad_kit.prompts import SYSTEM_PROMPT
 from tests.llm_fixtures import (  # noqa: F401 - pytest fixtures
@@ -241,15 +242,17 @@ def test_openai_success_with_n(fake_openai, monkeypatch: pytest.MonkeyPatch):  #
     cfg = GenerationConfig(temperature=0.7, top_p=0.9, max_new_tokens=33, seed=5)
     out = s.sample(PROMPTS, n=3, config=cfg)
     assert [len(r) for r in out] == [3, 3]
-    for prompt, row in zip(PROMPTS, out, strict=True):
-        assert [c.text for c in row] == [f"{prompt} | seed=5 | i={i}" for i in range(3)]
+    for k, (prompt, row) in enumerate(zip(PROMPTS, out, strict=True)):
+        seed = row_seed(5, k * 3)  # one request per prompt: the seed of its first row
+        assert [c.text for c in row] == [f"{prompt} | seed={seed} | i={i}" for i in range(3)]
         assert all(c.finish_reason == "stop" and c.prompt_tokens == 11 for c in row)
         assert all(c.completion_tokens is None for c in row)  # usage is per request
     assert len(fake_openai.requests) == 2  # one request per prompt
     headers, body = fake_openai.requests[0]
     assert headers["Authorization"] == "Bearer sk-secret"
     assert body["model"] == "test-model"
-    assert body["n"] == 3 and body["seed"] == 5 and body["max_tokens"] == 33
+    assert body["n"] == 3 and body["seed"] in (row_seed(5, 0), row_seed(5, 3))
+    assert body["max_tokens"] == 33
     assert body["temperature"] == 0.7 and body["top_p"] == 0.9
     assert body["messages"][0] == {"role": "system", "content": SYSTEM_PROMPT}
     assert body["messages"][1]["role"] == "user"
@@ -274,8 +277,8 @@ def test_openai_server_ignoring_n_falls_back(fake_openai):  # noqa: F811
     fake_openai.honour_n = False
     s = _client(fake_openai)
     out = s.sample(["p"], n=3, config=GenerationConfig(seed=10))
-    assert [c.text for c in out[0]] == ["p | seed=10 | i=0", "p | seed=11 | i=0",
-                                        "p | seed=12 | i=0"]
+    # the fill-up requests use row seeds too (rows 0, 1, 2 of the call), not seed + k
+    assert [c.text for c in out[0]] == [f"p | seed={row_seed(10, r)} | i=0" for r in range(3)]
     assert s.n_supported is False
     assert [b.get("n", 1) for _, b in fake_openai.requests] == [3, 1, 1]
     s.sample(["q"], n=2)  # known now: no more n requests
@@ -328,6 +331,66 @@ def test_openai_length_and_order_under_concurrency(fake_openai):  # noqa: F811
     out = _client(fake_openai, max_concurrency=3).sample(prompts, n=2)
     assert [r[0].text.split(" |")[0] for r in out] == prompts
     assert all(c.finish_reason == "length" for r in out for c in r)
+
+
+# Issue 17: a search batch of i1 prompts is one prompt several times; with one seed per call a
+# seed-honouring server (vLLM, SGLang, llama.cpp server) answered it with one text, four times.
+
+
+@pytest.mark.parametrize("honour_n", [True, False])
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_openai_identical_prompts_get_distinct_answers(fake_openai, honour_n, concurrency):  # noqa: F811
+    fake_openai.mode = "seeded"  # text = f(prompt, seed, choice index), like vLLM
+    fake_openai.honour_n = honour_n
+    s = _client(fake_openai, max_concurrency=concurrency)
+    cfg = GenerationConfig(seed=7)
+    out = s.sample(["same i1 prompt"] * 4, n=1, config=cfg)
+    answers = [c.text for r in out for c in r]
+    assert len(answers) == 4 and len(set(answers)) == 4
+    assert sorted(b["seed"] for _, b in fake_openai.requests) == sorted(
+        row_seed(7, r) for r in range(4))
+    # n > 1 (and, where the server ignores n, its fill-up requests): still all distinct
+    out = s.sample(["same"] * 3, n=2, config=cfg)
+    answers = [c.text for r in out for c in r]
+    assert [len(r) for r in out] == [2, 2, 2] and len(set(answers)) == 6
+    if not honour_n:  # one request per row, each with its row's seed
+        seeds = [b["seed"] for _, b in fake_openai.requests[4:]]
+        assert {row_seed(7, r) for r in range(6)} <= set(seeds)
+
+
+def test_openai_same_config_seed_reproduces_answers(fake_openai):  # noqa: F811
+    fake_openai.mode = "seeded"
+    prompts = ["same"] * 3 + ["other"]
+    cfg = GenerationConfig(seed=11)
+    first = texts(_client(fake_openai, max_concurrency=3).sample(prompts, n=2, config=cfg))
+    again = texts(_client(fake_openai, max_concurrency=1).sample(prompts, n=2, config=cfg))
+    assert first == again
+    other = texts(_client(fake_openai).sample(prompts, n=2, config=GenerationConfig(seed=12)))
+    assert not {t for r in other for t in r} & {t for r in first for t in r}
+
+
+def test_openai_search_batch_of_i1_prompts_stores_no_duplicates(fake_openai, tmp_path: Path):  # noqa: F811
+    """A real smoke search through the openai backend and the real sandbox: the i1 batch is
+    four identical prompts, and dedup would mark any answer given twice."""
+    from aad_kit.db import AlgorithmDB
+    from aad_kit.sandbox import Sandbox, SandboxConfig
+    from aad_kit.search import SearchConfig, run_search
+
+    fake_openai.mode = "seeded"
+    config = SearchConfig(task="admissible_set", setting="n12_w7", budget=8, batch_size=4,
+                          init_samples=4, population_size=4, seed=1)
+    sampler = make_sampler(f"openai:{fake_openai.base_url}#fake", max_retries=0)
+    with AlgorithmDB(tmp_path / "a.sqlite") as db, \
+            Sandbox(SandboxConfig(workers=1), cache=False) as sandbox:
+        summary = run_search(config, sampler, db, sandbox, run_id="issue17", progress=False)
+        records = db.records("issue17", samples_only=True)
+    i1_prompts = {b["messages"][-1]["content"] for _, b in fake_openai.requests[:4]}
+    assert len(i1_prompts) == 1  # the batch really was one prompt four times
+    assert [r.operator for r in records[:4]] == ["i1"] * 4
+    assert len(records) == 8 and all(r.status == "ok" and r.score is not None for r in records)
+    assert summary.n_duplicates == 0 and summary.n_samples == 8
+    assert all(r.duplicate_of is None for r in records)
+    assert len({r.code_hash for r in records}) == 8
 
 
 # ---------------------------------------------------------------------------- replay backend
@@ -384,7 +447,9 @@ def test_replay_errors(tmp_path: Path):
 # ---------------------------------------------------------------------------- make_sampler
 
 
-def test_make_sampler_registered_name(use_llm_cache, tiny_model_dir: Path):  # noqa: F811
+def test_make_sampler_registered_name(use_llm_cache, tiny_model_dir: Path,  # noqa: F811
+                                      monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("AAD_KIT_ENGINE", "hf")  # the llama.cpp default: tests/test_llamacpp.py
     s = make_sampler("tiny", num_threads=1, batch_size=2)
     assert isinstance(s, HFSampler)
     assert s.model_id == "tiny" and s.batch_size == 2

@@ -54,7 +54,7 @@ def test_smoke_pipeline_writes_every_stage_artifact(smoke_run):
         errors = [o for c in executed.cells if c.cell_type == "code"
                   for o in c.get("outputs", []) if o.get("output_type") == "error"]
         assert not errors
-    for figure in ["tsp_instances", "bin_packing_items", "admissible_set_rows", "baselines",
+    for figure in ["tsp_instances", "cvrp_routes", "bin_packing_items", "admissible_set_rows", "baselines",
                    "status_counts", "baseline_scores", "evaluation_times",
                    "search_best_so_far", "search_outcome_by_operator", "search_score_histogram"]:
         assert (smoke_run / "figures" / f"{figure}.png").stat().st_size > 5_000, figure

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from aad_kit import prompts
@@ -69,6 +71,44 @@ def test_db_records_are_accepted_as_parents(tmp_path):
         rec = db.get(aid)
     text = prompts.e2_prompt("admissible_set", [rec, P2])
     assert P1[1].strip() in text and P1[0] in text
+
+
+def _modules_named_in(text: str) -> list[str]:
+    """The modules the answer format's "Use only ..." sentence names, read from the text."""
+    match = re.search(r"Use only (.+?)\. ", text)
+    assert match, text
+    names = re.split(r", | and ", match.group(1).replace("the Python standard library's ", ""))
+    assert all(re.fullmatch(r"[a-z_][a-z0-9_]*", n) for n in names), names
+    return names
+
+
+def test_prompt_names_exactly_the_sandbox_allow_list():
+    """One source of truth: the answer format lists what the sandbox lets a candidate import."""
+    from aad_kit.sandbox import DEFAULT_ALLOWED_IMPORTS, check_code
+    from aad_kit.sandbox.config import ALLOWED_IMPORTS_ORDERED
+
+    text = prompts.answer_format(get_task("admissible_set"))
+    assert text.startswith("Answer with one ```python code block holding the complete function "
+                           "`priority` and the imports it needs")
+    named = _modules_named_in(text)
+    assert len(named) == len(set(named))
+    assert set(named) == set(DEFAULT_ALLOWED_IMPORTS) == set(ALLOWED_IMPORTS_ORDERED)
+    assert named[0] == "numpy" and "the Python standard library's math" in text
+    assert "scipy" not in named and "scipy" not in text  # not allowed: see sandbox/config.py
+    for module in named:  # every module the prompt offers passes the sandbox's import check
+        code = f"import {module}\n\ndef priority(el, n, w):\n    return 0.0\n"
+        assert check_code(code, "priority") is None, module
+    bad = "import scipy\n\ndef priority(el, n, w):\n    return 0.0\n"
+    assert check_code(bad, "priority") is not None
+    for task in TASK_NAMES:  # every operator's prompt carries the same list
+        assert _modules_named_in(prompts.i1_prompt(task)) == named
+
+
+def test_allowed_imports_text_follows_the_list():
+    assert prompts.allowed_imports_text(("numpy", "math", "heapq", "collections")) == (
+        "Use only numpy and the Python standard library's math, heapq and collections.")
+    assert prompts.allowed_imports_text(("math",)) == "Use only the Python standard library's math."
+    assert prompts.allowed_imports_text(("numpy",)) == "Use only numpy."
 
 
 def test_legacy_api_kept():

@@ -9,9 +9,16 @@ server and hosted APIs. Standard library only (``urllib``), no ``openai`` packag
   ``OPENAI_API_KEY``); local servers usually need none, and then no ``Authorization`` header
   is sent. The key is never recorded in :meth:`info`.
 * Messages are ``system`` (:data:`aad_kit.prompts.SYSTEM_PROMPT`) + ``user`` (the prompt).
-* ``n`` completions per prompt are asked for in one request. Servers that ignore ``n``
-  (llama.cpp, Ollama) return one choice; the sampler notices, then fills up with one request
-  per completion, using ``seed + k`` for the k-th so they differ where the server honours seeds.
+* Seeds: row ``r`` of a call (prompt ``i``, sample ``j``, ``r = i * n + j``, as in the
+  llama.cpp backend) has seed :func:`aad_kit.llm.base.row_seed` ``(config.seed, r)``. Each
+  request sends the seed of its first row, so identical prompts in one call (i1 prompts, or
+  parents drawn alike) are sent with different seeds, and seed-honouring servers (vLLM,
+  SGLang, the llama.cpp server) do not return one answer several times; the same call with the
+  same ``config.seed`` sends the same seeds again.
+* ``n`` completions per prompt are asked for in one request (seed of row ``i * n``; the
+  server tells its choices apart). Servers that ignore ``n`` (llama.cpp, Ollama) return one
+  choice; the sampler notices, then fills up with one request per completion, the ``j``-th
+  with the seed of row ``i * n + j``.
 * ``temperature``, ``top_p``, ``max_tokens`` (= ``max_new_tokens``) and ``seed`` are passed.
   Whether the same seed reproduces text is up to the server (vLLM: yes, per request).
 * Retries with exponential backoff (``backoff_s * 2**attempt``, capped; ``Retry-After``
@@ -36,7 +43,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from aad_kit.llm.base import Completion, GenerationConfig
+from aad_kit.llm.base import Completion, GenerationConfig, row_seed
 from aad_kit.prompts import as_messages
 
 _DEFAULT_CONFIG = GenerationConfig()  # frozen: safe as a shared default
@@ -177,16 +184,18 @@ class OpenAICompatSampler:
             payload["n"] = n
         return payload
 
-    def _sample_one(self, prompt: str, n: int, config: GenerationConfig) -> list[Completion]:
+    def _sample_one(
+        self, index: int, prompt: str, n: int, config: GenerationConfig
+    ) -> list[Completion]:
+        """The ``n`` completions of prompt ``index`` of the call (rows ``index * n + j``)."""
         out: list[Completion] = []
-        k = 0
         while len(out) < n:
             remaining = n - len(out)
             ask = remaining if self.n_supported is not False else 1
+            seed = row_seed(config.seed, index * n + len(out))
             t0 = time.perf_counter()
-            reply = self._post(self._payload(prompt, ask, config, config.seed + k))
+            reply = self._post(self._payload(prompt, ask, config, seed))
             latency = time.perf_counter() - t0
-            k += 1
             choices = reply.get("choices") if isinstance(reply, dict) else None
             if not choices:
                 raise BackendError(f"{self.url} returned no choices: {str(reply)[:300]}")
@@ -217,9 +226,9 @@ class OpenAICompatSampler:
             raise ValueError("n must be >= 1")
         prompts = list(prompts)
         if len(prompts) <= 1 or self.max_concurrency == 1:
-            return [self._sample_one(p, n, config) for p in prompts]
+            return [self._sample_one(i, p, n, config) for i, p in enumerate(prompts)]
         with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(prompts))) as pool:
-            return list(pool.map(lambda p: self._sample_one(p, n, config), prompts))
+            return list(pool.map(lambda ip: self._sample_one(*ip, n, config), enumerate(prompts)))
 
     def info(self) -> dict[str, Any]:
         return {

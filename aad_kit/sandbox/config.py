@@ -9,37 +9,44 @@ from dataclasses import dataclass, field
 # the blocked entry points listed in :mod:`aad_kit.sandbox.policy`). All are pure computation:
 # none opens files, sockets or processes through its public API.
 #
+# This is the one source of truth: the prompts' answer format (:data:`aad_kit.prompts.
+# ANSWER_FORMAT`) lists exactly these modules, in this order (most useful first).
+#
 # ``time`` is included on purpose: LLM-written heuristics often keep a time budget
 # (``time.perf_counter()``), and rejecting them all would waste samples. Sleeping only burns the
 # candidate's own wall-clock budget. The price is that a time-dependent heuristic is not
 # deterministic; the sandbox makes no promise for those.
-DEFAULT_ALLOWED_IMPORTS: frozenset[str] = frozenset(
-    {
-        "numpy",
-        "math",
-        "cmath",
-        "random",
-        "itertools",
-        "functools",
-        "heapq",
-        "collections",
-        "statistics",
-        "operator",
-        "bisect",
-        "typing",
-        "dataclasses",
-        "copy",
-        "fractions",
-        "decimal",
-        "numbers",
-        "array",
-        "re",
-        "string",
-        "enum",
-        "abc",
-        "time",
-    }
+#
+# ``scipy`` is left out on purpose, although models often reach for it: it would be a new heavy
+# dependency of the kit, and its large API (file readers/writers in ``scipy.io``, compiled
+# extensions, ``scipy.LowLevelCallable``) is a much larger surface for the sandbox to guard.
+# The prompt names the allowed modules, so a model that follows it does not import scipy.
+ALLOWED_IMPORTS_ORDERED: tuple[str, ...] = (
+    "numpy",
+    "math",
+    "cmath",
+    "random",
+    "itertools",
+    "functools",
+    "heapq",
+    "collections",
+    "statistics",
+    "operator",
+    "bisect",
+    "typing",
+    "dataclasses",
+    "copy",
+    "fractions",
+    "decimal",
+    "numbers",
+    "array",
+    "re",
+    "string",
+    "enum",
+    "abc",
+    "time",
 )
+DEFAULT_ALLOWED_IMPORTS: frozenset[str] = frozenset(ALLOWED_IMPORTS_ORDERED)
 
 
 @dataclass(frozen=True)

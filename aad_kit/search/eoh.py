@@ -70,8 +70,42 @@ class Evaluator(Protocol):
     def evaluate_many(self, jobs: Sequence[tuple[Any, ...]], progress: bool = False) -> list[EvalResult]: ...
 
 
+class RunConfig:
+    """What every search config shares: JSON round trip and the per-batch sampler settings.
+
+    A mixin for frozen dataclasses with ``seed``, ``temperature``, ``top_p`` and
+    ``max_new_tokens`` fields (:class:`SearchConfig`, the FunSearch config).
+    """
+
+    seed: int
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)  # type: ignore[call-overload]
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = list(v)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Any:
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names}
+        return cls(**kwargs)
+
+    def generation_config(self, first_index: int) -> GenerationConfig:
+        return GenerationConfig(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_new_tokens=self.max_new_tokens,
+            seed=derive_seed(self.seed, first_index),
+        )
+
+
 @dataclass(frozen=True)
-class SearchConfig:
+class SearchConfig(RunConfig):
     """Everything that determines a search run (stored with the run; compared on resume)."""
 
     task: str
@@ -129,26 +163,9 @@ class SearchConfig:
             if missing:
                 raise ValueError(f"unknown heuristics for task {t.name!r}: {sorted(missing)}")
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        for k, v in d.items():
-            if isinstance(v, tuple):
-                d[k] = list(v)
-        return d
-
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SearchConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names}
-        return cls(**kwargs)
-
-    def generation_config(self, first_index: int) -> GenerationConfig:
-        return GenerationConfig(
-            temperature=self.temperature,
-            top_p=self.top_p,
-            max_new_tokens=self.max_new_tokens,
-            seed=derive_seed(self.seed, first_index),
-        )
+        return super().from_dict(d)  # type: ignore[no-any-return]
 
 
 def derive_seed(seed: int, sample_index: int) -> int:
@@ -191,6 +208,7 @@ class PlannedSample:
     parents: tuple[AlgorithmRecord, ...]
     generation: int
     prompt: str
+    notes: tuple[str, ...] = ()  # stored first in the record's notes (e.g. FunSearch's island)
 
     @property
     def parent_ids(self) -> list[int]:
@@ -259,7 +277,7 @@ def _counts(records: Sequence[AlgorithmRecord], key: str) -> dict[str, int]:
     return dict(sorted(Counter(str(getattr(r, key)) for r in records).items()))
 
 
-def _manifest(config: SearchConfig, sampler: Sampler, evaluator: Any) -> dict[str, Any]:
+def _manifest(config: RunConfig, sampler: Sampler, evaluator: Any) -> dict[str, Any]:
     try:
         model = dict(sampler.info())
     except Exception as e:  # noqa: BLE001 - provenance is best effort
@@ -274,14 +292,21 @@ def _manifest(config: SearchConfig, sampler: Sampler, evaluator: Any) -> dict[st
     return base_manifest(model=model, sandbox=sandbox, search_config=config.to_dict())
 
 
-def _default_run_id(config: SearchConfig) -> str:
+def _default_run_id(config: Any) -> str:
     return f"{get_task(config.task).name}-{config.setting}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 class _Search:
+    """One run of a batched, resumable LLM search (EoH here; other methods subclass it).
+
+    Subclasses override the hooks: :meth:`seed_programs`, :meth:`batch_ranges`,
+    :meth:`plan_batch`, :meth:`parse`, :meth:`final_population` and :meth:`stored_config`.
+    Storage, evaluation, duplicates, the progress bar and the summary are shared.
+    """
+
     def __init__(
         self,
-        config: SearchConfig,
+        config: Any,
         sampler: Sampler,
         db: AlgorithmDB,
         evaluator: Evaluator,
@@ -334,21 +359,44 @@ class _Search:
             raise RuntimeError(f"the evaluator returned {len(results)} results for {len(codes)} jobs")
         return results
 
+    # -- hooks ------------------------------------------------------------------------------
+    def seed_programs(self) -> list[tuple[str, str, str]]:
+        """``(name, code, source)`` of the programs seeded before the first sample."""
+        heuristics = self.task.heuristics()
+        names = list(self.config.seed_heuristics) if self.config.seed_heuristics is not None else sorted(heuristics)
+        return [(name, heuristics[name].code, heuristics[name].source) for name in names]
+
+    def batch_ranges(self) -> list[tuple[int, int]]:
+        return batches(self.config)
+
+    def plan_batch(self, start: int, end: int) -> list[PlannedSample]:
+        """The plans of samples ``start .. end-1``, from the records before ``start`` only."""
+        pop = population(self.records, self.config.population_size, before=start)
+        return [plan_sample(self.config, self.task, k, pop) for k in range(start, end)]
+
+    def parse(self, plan: PlannedSample, text: str) -> ParsedAnswer:
+        return parse_answer(text, self.task)
+
+    def final_population(self) -> list[AlgorithmRecord]:
+        return population(self.records, self.config.population_size)
+
+    def stored_config(self) -> dict[str, Any]:
+        """The config stored with the run (and compared on resume)."""
+        return {**self.config.to_dict(), "model_id": self.model_id}
+
     # -- seeds ------------------------------------------------------------------------------
     def seed_population(self) -> None:
         if not self.config.include_seed_heuristics:
             return
-        heuristics = self.task.heuristics()
-        names = list(self.config.seed_heuristics) if self.config.seed_heuristics is not None else sorted(heuristics)
+        programs = self.seed_programs()
         todo = [
-            (j - len(names), name)
-            for j, name in enumerate(names)
-            if (j - len(names)) not in self.by_index
+            (j - len(programs), name, code, source)
+            for j, (name, code, source) in enumerate(programs)
+            if (j - len(programs)) not in self.by_index
         ]
-        results = self._evaluate([heuristics[name].code for _, name in todo])
-        for (index, name), res in zip(todo, results, strict=True):
-            h = heuristics[name]
-            digest = _code_hash(h.code)
+        results = self._evaluate([code for _, _, code, _ in todo])
+        for (index, name, code, source), res in zip(todo, results, strict=True):
+            digest = _code_hash(code)
             original = self.by_hash.get(digest)
             self._store(
                 sample_index=index,
@@ -357,9 +405,9 @@ class _Search:
                 model_id=None,
                 prompt=None,
                 raw_response=None,
-                code=h.code,
+                code=code,
                 code_hash=digest,
-                idea=f"shipped heuristic {name}: {h.source}"[:300],
+                idea=f"shipped heuristic {name}: {source}"[:300],
                 score=res.score,
                 metric=res.metric,
                 status=res.status.value,
@@ -374,8 +422,7 @@ class _Search:
         missing = [k for k in range(start, end) if k not in self.by_index]
         if not missing:
             return
-        pop = population(self.records, self.config.population_size, before=start)
-        plans = [plan_sample(self.config, self.task, k, pop) for k in range(start, end)]
+        plans = self.plan_batch(start, end)
         t0 = time.perf_counter()
         # the whole batch, even if part of it is stored: the same call gives the same draws
         completions = self.sampler.sample(
@@ -387,7 +434,7 @@ class _Search:
                 f"the sampler returned {len(completions)} completion lists for {len(plans)} prompts"
             )
         todo = [(p, completions[p.sample_index - start][0]) for p in plans if p.sample_index in missing]
-        parsed = [parse_answer(c.text, self.task) for _, c in todo]
+        parsed = [self.parse(p, c.text) for p, c in todo]
 
         # dedup against the run and within the batch; evaluate each new program once
         to_eval: dict[str, str] = {}
@@ -411,7 +458,7 @@ class _Search:
         pa: ParsedAnswer,
         results: Mapping[str, EvalResult],
     ) -> None:
-        notes = list(pa.notes)
+        notes = list(plan.notes) + list(pa.notes)
         if completion.finish_reason == "length":
             notes.append("answer cut at max_new_tokens")
         common = dict(
@@ -484,7 +531,7 @@ class _Search:
     # -- the run ----------------------------------------------------------------------------
     def run(self) -> SearchResult:
         t_start = time.perf_counter()
-        config_dict = {**self.config.to_dict(), "model_id": self.model_id}
+        config_dict = self.stored_config()
         resumed = self.db.start_or_resume_run(
             self.run_id, config_dict, _manifest(self.config, self.sampler, self.evaluator)
         )
@@ -499,7 +546,7 @@ class _Search:
             )
         try:
             self.seed_population()
-            for start, end in batches(self.config):
+            for start, end in self.batch_ranges():
                 n_before = self.new_samples
                 self.run_batch(start, end)
                 if self.on_batch is not None and self.new_samples > n_before:
@@ -525,7 +572,7 @@ class _Search:
             db_path=self.db.path,
             best=overall[0] if overall else None,
             best_generated=generated[0] if generated else None,
-            population=population(self.records, self.config.population_size),
+            population=self.final_population(),
             n_samples=len(samples),
             n_seeds=len(self.records) - len(samples),
             counts_by_status=_counts(samples, "status"),
@@ -577,6 +624,7 @@ def run_search(
 __all__ = [
     "EVOLUTION_OPERATORS",
     "PlannedSample",
+    "RunConfig",
     "SearchConfig",
     "SearchResult",
     "batches",

@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import ast
 import builtins
-import io
 import re
 import textwrap
-import tokenize
 from dataclasses import dataclass, field
 
 from aad_kit.code import bound_names
+from aad_kit.code import rename_identifier as _rename
 from aad_kit.result import Status
 from aad_kit.tasks import Task, get_task
 
@@ -211,22 +210,6 @@ def _bare_code(text: str) -> str | None:
             kept.append(nxt)
         return "\n".join(kept)
     return None
-
-
-def _rename(src: str, old: str, new: str) -> str:
-    """Replace every NAME token ``old`` by ``new`` (not inside strings or comments)."""
-    lines = src.split("\n")
-    spots: list[tuple[int, int]] = []
-    try:
-        for tok in tokenize.generate_tokens(io.StringIO(src).readline):
-            if tok.type == tokenize.NAME and tok.string == old:
-                spots.append(tok.start)
-    except (tokenize.TokenError, IndentationError, SyntaxError):
-        return re.sub(rf"\b{re.escape(old)}\b", new, src)
-    for row, col in sorted(spots, reverse=True):
-        line = lines[row - 1]
-        lines[row - 1] = line[:col] + new + line[col + len(old) :]
-    return "\n".join(lines)
 
 
 def _missing_imports(tree: ast.Module) -> list[str]:

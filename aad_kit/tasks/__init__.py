@@ -17,6 +17,7 @@ REGISTRY: dict[str, str] = {
     "admissible_set": "aad_kit.tasks.admissible_set:AdmissibleSetTask",
     "bin_packing": "aad_kit.tasks.bin_packing:BinPackingTask",
     "tsp_construct": "aad_kit.tasks.tsp:TSPConstructTask",
+    "cvrp_construct": "aad_kit.tasks.cvrp:CVRPConstructTask",
 }
 TASK_NAMES: tuple[str, ...] = tuple(REGISTRY)
 
