@@ -1,14 +1,24 @@
-"""Run profiles: how much work each pipeline stage does.
+"""Run profiles: the one table of what each pipeline stage does under ``smoke``, ``quick``,
+``cpu-long`` and ``full``.
 
-One place for the knobs that differ between a seconds-long test run (``smoke``), a
-~30-minute CPU run (``quick``) and the paper's scale on a GPU (``full``). Notebooks receive
-the profile *name* as a papermill parameter and ask this module what it implies, so a
-batch user can still override any individual parameter with ``-p name=value``.
+Every stage notebook receives the profile *name* as a papermill parameter and asks this
+module what it implies; a batch user can still override any single parameter with
+``-p name=value`` (0 / empty in a notebook's parameters cell means "the profile's value").
+The DPO settings (:data:`Profile.dpo`) and the evaluation grid live here too, so nothing else
+keeps a per-profile table.
+
+The experiment every profile runs is the paper's headline at its own scale (README "The
+main experiment"): a teacher database (``teacher_db``, made once with the larger model and
+shipped in ``data/teacher/``) -> the paper's DAR pairs -> DPO of the smaller ``model``
+(the student) -> student-base vs student-tuned (vs the teacher's reference answers) on the
+training setting, held-out settings and another task, and inside a same-budget search.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from aad_kit.tasks import TASK_NAMES, get_task
 
@@ -18,14 +28,37 @@ class Profile:
     name: str
     description: str
     settings_scope: str  # "cheapest": one small setting per task; "standard": all non-slow; "all"
-    timeout_scale: float  # multiplies each setting's evaluation timeout
-    # Candidate generation (stage 2): the task/setting the search (and later DPO) trains on.
-    search_task: str = "tsp_construct"
-    search_setting: str | None = None  # None: the task's default setting
-    model: str = "smollm2-135m"  # an aad_kit.llm.make_sampler spec
-    search_budget: int = 32  # LLM samples
+    timeout_scale: float  # multiplies each setting's evaluation timeout (sandbox_config)
+    # --- the training task and the student ------------------------------------------------
+    search_task: str = "admissible_set"
+    search_setting: str | None = "n15_w10"  # None: the task's default setting
+    model: str = "qwen2.5-coder-0.5b"  # the student: an aad_kit.llm.make_sampler spec
+    # --- stage 2: the database ------------------------------------------------------------
+    teacher_db: str | None = "admissible_set-n15_w10-qwen2.5-coder-1.5b"  # aad_kit.teacher
+    search_method: str = "eoh"  # "eoh" | "funsearch"
+    search_budget: int = 0  # the student's own search (LLM samples); 0: none, teacher data only
     search_batch_size: int = 8  # prompts per sampler call
-    max_new_tokens: int = 384
+    max_new_tokens: int = 1024
+    # --- stage 4: preference pairs --------------------------------------------------------
+    pair_strategy: str = "dar"  # the paper's DAR (aad_kit.preference.paper_dar)
+    n_pairs: int = 0  # 0: the strategy's default (the paper's 1,000 unique pairs for dar)
+    heldout_pair_settings: tuple[str, ...] = ("n12_w7", "n18_w12")  # pairs for held-out accuracy
+    heldout_pairs: int = 64
+    # --- stage 5: DPO (fields of aad_kit.training.DPOTrainingConfig) -----------------------
+    dpo: tuple[tuple[str, Any], ...] = ()
+    # --- stage 6: evaluation --------------------------------------------------------------
+    eval_samples_per_seed: int = 8
+    eval_seeds: tuple[int, ...] = (0, 1, 2)
+    eval_held_out: tuple[str, ...] = ("n12_w7", "n18_w12")
+    eval_other: tuple[tuple[str, str], ...] = (("tsp_construct", "n50"),)
+    teacher_reference: bool = True  # the teacher's shipped answers as a reference row
+    search_comparison_runs: int = 0  # same-budget searches per model (0: skipped)
+    search_comparison_budget: int = 0
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def dpo_overrides(self) -> dict[str, Any]:
+        return dict(self.dpo)
 
 
 PROFILES: dict[str, Profile] = {
@@ -34,26 +67,65 @@ PROFILES: dict[str, Profile] = {
         "seconds per stage; tiny model and cheapest settings (used by the tests)",
         settings_scope="cheapest",
         timeout_scale=1.0,
-        search_setting="n20",
         model="tiny",
         search_budget=8,
         search_batch_size=4,
         max_new_tokens=48,
+        n_pairs=16,
+        heldout_pair_settings=("n12_w7",),
+        heldout_pairs=8,
+        dpo=(("max_steps", 4), ("max_length", 2048), ("per_device_train_batch_size", 2),
+             ("gradient_accumulation_steps", 1), ("warmup_ratio", 0.0), ("learning_rate", 1e-3),
+             ("lora_r", 8), ("lora_alpha", 16), ("save_steps", 2), ("eval_steps", 2)),
+        eval_samples_per_seed=4,
+        eval_seeds=(0, 1),
+        eval_held_out=("n12_w7",),
+        eval_other=(("tsp_construct", "n20"),),
+        search_comparison_runs=1,
+        search_comparison_budget=4,
     ),
     "quick": Profile(
         "quick",
-        "about 30 minutes on 2 CPU cores with the packaged default model",
+        "the main experiment at 2-CPU scale (~45 min with the shipped teacher database)",
         settings_scope="standard",
         timeout_scale=1.0,
+        dpo=(("max_steps", 40), ("max_length", 1536), ("per_device_train_batch_size", 2),
+             ("gradient_accumulation_steps", 1), ("learning_rate", 5e-5), ("save_steps", 10),
+             ("eval_steps", 10)),
+        eval_samples_per_seed=16,
+        eval_seeds=(0, 1),
+        search_comparison_runs=0,
+    ),
+    "cpu-long": Profile(
+        "cpu-long",
+        "the same experiment with more training and evaluation (a few hours on 2 CPU cores)",
+        settings_scope="standard",
+        timeout_scale=1.0,
+        heldout_pairs=128,
+        dpo=(("num_train_epochs", 1.0), ("max_length", 1536), ("per_device_train_batch_size", 2),
+             ("gradient_accumulation_steps", 4), ("learning_rate", 5e-5), ("save_steps", 25),
+             ("eval_steps", 25)),
+        eval_samples_per_seed=32,
+        eval_seeds=(0, 1, 2),
+        search_comparison_runs=3,
+        search_comparison_budget=48,
     ),
     "full": Profile(
         "full",
-        "the paper's scale, meant for a GPU machine; includes slow settings",
+        "the paper's scale, meant for GPU machines; includes slow settings",
         settings_scope="all",
         timeout_scale=2.0,
         search_budget=1000,
         search_batch_size=16,
-        max_new_tokens=1024,
+        heldout_pairs=256,
+        dpo=(("num_train_epochs", 5.0), ("max_length", 2048), ("per_device_train_batch_size", 2),
+             ("gradient_accumulation_steps", 8), ("learning_rate", 5e-6), ("beta", 0.1),
+             ("lora_r", 32), ("lora_alpha", 32), ("save_steps", 50), ("eval_steps", 50),
+             ("precompute_ref_log_probs", True)),
+        eval_samples_per_seed=64,
+        eval_seeds=(0, 1, 2, 3, 4),
+        search_comparison_runs=3,
+        search_comparison_budget=1000,
     ),
 }
 
@@ -62,7 +134,7 @@ CHEAPEST_SETTING: dict[str, str] = {
     "admissible_set": "n12_w7",
     "bin_packing": "weibull_1k_c100",
     "tsp_construct": "n20",
-    "cvrp_construct": "n50_c40",  # 16 instances: cheaper than n20_c30 (64)
+    "cvrp_construct": "n50_c40",
 }
 
 
@@ -88,3 +160,34 @@ def tasks_for(profile: str) -> list[str]:  # noqa: ARG001 - every profile covers
     """Task names a profile covers (all registered tasks)."""
     get_profile(profile)
     return list(TASK_NAMES)
+
+
+def sandbox_config(profile: str, **overrides: Any) -> Any:
+    """The :class:`~aad_kit.sandbox.SandboxConfig` a profile's stages evaluate with (its
+    ``timeout_scale`` applied to every setting's time limit)."""
+    from aad_kit.sandbox import SandboxConfig
+
+    return SandboxConfig(**{"timeout_scale": get_profile(profile).timeout_scale, **overrides})
+
+
+def dpo_config(profile: str, **overrides: Any) -> Any:
+    """The :class:`~aad_kit.training.DPOTrainingConfig` of a profile; overrides that are
+    ``None``, ``0`` or ``0.0`` are ignored (a notebook's "use the profile's value")."""
+    from aad_kit.training.dpo import DPOTrainingConfig
+
+    kw = get_profile(profile).dpo_overrides
+    kw.update({k: v for k, v in overrides.items() if v is not None and v != 0})
+    return DPOTrainingConfig(**kw)
+
+
+def describe(profile: str) -> Mapping[str, Any]:
+    """What a profile implies, as a flat mapping (for manifests and the README table)."""
+    from dataclasses import asdict
+
+    d = asdict(get_profile(profile))
+    d["dpo"] = dict(d["dpo"])
+    return d
+
+
+__all__ = ["CHEAPEST_SETTING", "PROFILES", "Profile", "describe", "dpo_config", "get_profile",
+           "sandbox_config", "settings_for", "tasks_for"]

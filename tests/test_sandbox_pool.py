@@ -255,3 +255,15 @@ def test_overhead_is_small(pool):
         times.append(time.perf_counter() - t0)
         assert r.ok
     assert statistics.median(times) < 0.1, statistics.median(times)
+
+
+def test_timeout_scale_multiplies_the_settings_limit():
+    """A profile's timeout_scale reaches the sandbox: the fixture setting's 5 s limit at
+    scale 0.1 kills a busy loop after 0.5 s and says so."""
+    spin = "def f(x):\n    while True:\n        x = x + 1\n"
+    with Sandbox(SandboxConfig(workers=1, timeout_scale=0.1, grace_s=2.0), cache=False) as sb:
+        r = sb.evaluate(FixtureTask(), spin, "small")
+        assert r.status == Status.TIMEOUT and "0.5 s" in r.message
+        assert sb.info()["timeout_scale"] == 0.1
+    with pytest.raises(ValueError, match="timeout_scale"):
+        SandboxConfig(timeout_scale=0)

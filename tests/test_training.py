@@ -293,7 +293,9 @@ def test_dtype_rule_and_profiles(monkeypatch):
     assert resolve_dtype(cfg.replace(dtype="bfloat16"), "cpu") == "bfloat16"
 
     smoke = config_for_profile("smoke")
-    assert smoke.max_steps == dpo_mod.PROFILE_CONFIGS["smoke"]["max_steps"]
+    from aad_kit.profiles import get_profile
+
+    assert smoke.max_steps == get_profile("smoke").dpo_overrides["max_steps"]
     over = config_for_profile("smoke", max_steps=0, learning_rate=0.0, beta=0.5, seed=0)
     assert over.max_steps == smoke.max_steps and over.beta == 0.5
     assert over.learning_rate == smoke.learning_rate
@@ -331,3 +333,23 @@ def test_bench_helpers_run_on_the_tiny_model(tiny_model_dir):  # noqa: F811
         warnings.simplefilter("ignore")
         res = time_steps(str(tiny_model_dir), "ours", steps=2, n_pairs=4, max_length=1024, threads=1)
     assert len(res["step_s"]) == 2 and res["dtype"] == "float32"
+
+
+def test_held_out_pairs_are_evaluated_every_eval_steps(pref_ds, tiny_model_dir, tmp_path):  # noqa: F811
+    """Held-out preference accuracy per step: the pipeline's eval pairs come from settings the
+    model is not trained on; the log gets eval rows at steps 2 and 4 and the manifest names
+    the eval dataset."""
+    eval_ds = _dataset(4).map(lambda r, i: {"chosen": [{"role": "assistant",
+                                                        "content": f"```python\ndef g(y):\n    return {i}\n```"}]},
+                              with_indices=True)
+    res = train_dpo(pref_ds, tiny_model_dir, _config(max_steps=4, eval_steps=2, save_steps=2),
+                    tmp_path / "ev", progress=False, eval_dataset=eval_ds)
+    log = res.log()
+    ev = log.dropna(subset=["eval_rewards/accuracies"])
+    assert list(ev["step"]) == [2, 4]
+    assert ev["eval_rewards/accuracies"].between(0, 1).all() and ev["eval_loss"].notna().all()
+    assert log.dropna(subset=["loss"])["step"].tolist() == [1, 2, 3, 4]  # train rows kept
+    m = res.manifest()
+    assert m["eval_dataset"]["rows"] == 4 and m["identity"]["eval_dataset_sha256"]
+    with pytest.raises(ValueError, match="eval_steps"):
+        _config(eval_steps=0)

@@ -61,7 +61,8 @@ class SandboxConfig:
     """
 
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
-    timeout_s: float | None = None  # None: the setting's own ``timeout_s``
+    timeout_s: float | None = None  # None: the setting's own ``timeout_s`` x ``timeout_scale``
+    timeout_scale: float = 1.0  # multiplies each setting's own limit (a profile's knob)
     memory_mb: int = 1024  # address space the candidate may add on top of the worker's
     max_output_bytes: int = 64 * 1024  # captured stdout+stderr kept per candidate
     allowed_imports: frozenset[str] = DEFAULT_ALLOWED_IMPORTS
@@ -78,6 +79,8 @@ class SandboxConfig:
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ValueError("workers must be >= 1")
+        if not self.timeout_scale > 0:
+            raise ValueError("timeout_scale must be > 0")
         if self.timeout_s is not None and self.timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
         if self.memory_mb < 16:

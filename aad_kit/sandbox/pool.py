@@ -453,6 +453,7 @@ class Sandbox:
             **self._isolation,
             "workers": c.workers,
             "timeout_s": c.timeout_s,
+            "timeout_scale": c.timeout_scale,
             "memory_mb": c.memory_mb,
             "max_output_bytes": c.max_output_bytes,
             "enforce_policy": c.enforce_policy,
@@ -497,7 +498,7 @@ class Sandbox:
         if not isinstance(code, str):
             raise TypeError(f"code must be a str, not {type(code).__name__}")
         c = self.config
-        timeout = float(c.timeout_s if c.timeout_s is not None else s.timeout_s)
+        timeout = float(c.timeout_s if c.timeout_s is not None else s.timeout_s * c.timeout_scale)
         h = _code_hash(code)
         limits = limits_fingerprint(timeout, c.memory_mb, c.enforce_policy, c.allowed_imports)
         violation = check_code(

@@ -7,7 +7,6 @@ package is cheap.
 from __future__ import annotations
 
 from aad_kit.training.dpo import (
-    PROFILE_CONFIGS,
     RESUMABLE_FIELDS,
     DPOTrainingConfig,
     TrainingResult,
@@ -25,7 +24,6 @@ from aad_kit.training.dpo import (
 )
 
 __all__ = [
-    "PROFILE_CONFIGS",
     "RESUMABLE_FIELDS",
     "DPOTrainingConfig",
     "TrainingResult",

@@ -190,6 +190,9 @@ class DPOTrainingConfig:
     logging_steps: int = 1
     """Log (JSONL/CSV row) every this many optimizer steps; 1 gives per-step curves."""
     save_steps: int = 25
+    eval_steps: int | None = None
+    """Evaluate on the eval dataset (held-out pairs) every this many steps and at the end;
+    None: no evaluation. The log then holds ``eval_rewards/accuracies`` etc. per eval step."""
     """Checkpoint every this many optimizer steps (and always at the end), for resume."""
     save_total_limit: int | None = 2
     """Newest checkpoints kept (None: all)."""
@@ -240,6 +243,7 @@ class DPOTrainingConfig:
         need(bool(self.lora_target_modules), "lora_target_modules must not be empty")
         need(self.logging_steps >= 1, "logging_steps must be >= 1")
         need(self.save_steps >= 1, "save_steps must be >= 1")
+        need(self.eval_steps is None or self.eval_steps >= 1, "eval_steps must be None or >= 1")
         need(self.save_total_limit is None or self.save_total_limit >= 1,
              "save_total_limit must be None or >= 1")
         need(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
@@ -271,41 +275,17 @@ class DPOTrainingConfig:
         return cls(**dict(d))
 
 
-# Per-profile settings: smoke = seconds on the tiny model; quick = minutes on 2 CPU cores
-# with SmolLM2-135M; full = the paper's scale on a GPU. max_length must hold the task prompt:
-# DAR's prompt is the EoH i1 prompt, ~730 SmolLM2 tokens (~1200 with the tiny model's small
-# vocabulary), so shorter limits would make TRL drop every pair.
-PROFILE_CONFIGS: dict[str, dict[str, Any]] = {
-    "smoke": dict(max_steps=4, max_length=2048, per_device_train_batch_size=2,
-                  gradient_accumulation_steps=1, warmup_ratio=0.0, learning_rate=1e-3,
-                  lora_r=8, lora_alpha=16, save_steps=2),
-    "quick": dict(max_steps=8, max_length=1024, per_device_train_batch_size=2,
-                  gradient_accumulation_steps=1, save_steps=4),
-    "full": dict(num_train_epochs=3.0, max_length=2048, per_device_train_batch_size=4,
-                 gradient_accumulation_steps=4, save_steps=50, precompute_ref_log_probs=True),
-}
-# Base model per profile when none is named (the smoke profile never downloads anything).
-PROFILE_BASE_MODELS: dict[str, str] = {"smoke": "tiny"}
-
-
 def config_for_profile(profile: str, **overrides: Any) -> DPOTrainingConfig:
-    """The :class:`DPOTrainingConfig` of a run profile, with ``overrides`` applied.
+    """The :class:`DPOTrainingConfig` of a run profile (:func:`aad_kit.profiles.dpo_config`:
+    the profile table lives there), with ``overrides`` applied; ``None``/``0`` overrides are
+    ignored, so notebook parameters can use 0 for "the profile's value"."""
+    from aad_kit.profiles import dpo_config
 
-    Overrides whose value is ``None``, ``0`` or ``0.0`` are ignored, so notebook parameters
-    can use 0 for "the profile's value".
-    """
-    if profile not in PROFILE_CONFIGS:
-        raise KeyError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILE_CONFIGS)}")
-    kw = dict(PROFILE_CONFIGS[profile])
-    kw.update({k: v for k, v in overrides.items() if v is not None and v != 0})
-    return DPOTrainingConfig(**kw)
+    return dpo_config(profile, **overrides)
 
 
 def base_model_for_profile(profile: str) -> str:
-    """The base model a profile trains when none is named: "tiny" for smoke, else the
-    profile's sampler model (see :mod:`aad_kit.profiles`)."""
-    if profile in PROFILE_BASE_MODELS:
-        return PROFILE_BASE_MODELS[profile]
+    """The base model a profile trains when none is named: the profile's student model."""
     from aad_kit.profiles import get_profile
 
     return get_profile(profile).model
@@ -628,6 +608,9 @@ def make_dpo_args(config: DPOTrainingConfig, output_dir: str | os.PathLike[str],
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,
         report_to="none",
+        eval_strategy="steps" if config.eval_steps else "no",
+        eval_steps=config.eval_steps,
+        per_device_eval_batch_size=batch_size,
         disable_tqdm=not progress,
         dataloader_num_workers=0,
     )
@@ -644,6 +627,7 @@ def build_dpo_trainer(
     progress: bool = True,
     callbacks: Sequence[Any] = (),
     trl_overrides: Mapping[str, Any] | None = None,
+    eval_dataset: Any = None,
 ) -> tuple[Any, TrainerSetup]:
     """Load the base model + tokenizer and build TRL's ``DPOTrainer`` with a LoRA adapter.
 
@@ -705,6 +689,15 @@ def build_dpo_trainer(
                          gradient_checkpointing=gc_on, batch_size=batch, progress=progress,
                          precompute=precompute, **overrides)
     train_ds = ds.select_columns(list(PREFERENCE_COLUMNS))
+    eval_ds = None
+    if eval_dataset is not None and config.eval_steps:
+        eval_ds = load_preference_dataset(eval_dataset)
+        if validate_preference_dataset(eval_ds) != fmt:
+            raise ValueError("the eval dataset must have the training dataset's format")
+        eval_ds = eval_ds.select_columns(list(PREFERENCE_COLUMNS))
+    elif config.eval_steps:
+        notes.append("eval_steps is set but no eval dataset was given: no evaluation")
+        args.eval_strategy = "no"
     from aad_kit.training.prefix_sharing import shared_prefix_trainer_class
 
     with _quiet(progress), _known_warnings():
@@ -714,6 +707,7 @@ def build_dpo_trainer(
             ref_model=None,  # with peft_config: the reference is the adapter-disabled model
             args=args,
             train_dataset=train_ds,
+            eval_dataset=eval_ds,
             processing_class=tok,
             peft_config=make_lora_config(config),
             callbacks=list(callbacks),
@@ -820,6 +814,15 @@ def _make_log_callback(out: Path, rows: list[dict[str, Any]], elapsed_before: fl
 
         def on_log(self, args, state, control, logs=None, **kw):  # noqa: ANN001
             logs = dict(logs or {})
+            if any(k.startswith("eval_") for k in logs):  # an evaluation on the held-out pairs
+                ev = {k: v for k, v in logs.items() if k.startswith("eval_")}
+                same = [r for r in rows if r.get("step") == int(state.global_step)]
+                if same:
+                    same[-1].update(ev)
+                else:
+                    rows.append({"step": int(state.global_step), **ev})
+                _write_log(out, rows)
+                return
             if "loss" not in logs:  # the end-of-training summary (train_runtime, ...)
                 if "train_runtime" in logs:
                     self.summary = logs
@@ -956,8 +959,12 @@ def train_dpo(
     resume: bool = True,
     progress: bool = True,
     callbacks: Sequence[Any] = (),
+    eval_dataset: Any = None,
 ) -> TrainingResult:
     """Train a LoRA adapter on ``base_model`` with DPO on ``dataset``; see the module docstring.
+
+    ``eval_dataset``: preference pairs the model does not train on (the pipeline's: pairs from
+    held-out settings), evaluated every ``config.eval_steps`` steps.
 
     ``dataset``: a ``datasets.Dataset`` (or a path / rows, see :func:`load_preference_dataset`)
     in TRL's preference format. ``base_model``: a registered name ("tiny", "smollm2-135m"),
@@ -974,8 +981,10 @@ def train_dpo(
     fmt = validate_preference_dataset(ds)
     data_info = dataset_fingerprint(ds)
     base = resolve_base_model(base_model, progress=progress)
+    eval_info = dataset_fingerprint(load_preference_dataset(eval_dataset)) if eval_dataset is not None else None
     identity = {
         "dataset_training_sha256": data_info["training_sha256"],
+        "eval_dataset_sha256": eval_info["training_sha256"] if eval_info else None,
         "base_model": {"source": base.source, "weights_sha256": base.weights_sha256},
         "config": config.to_dict(),
     }
@@ -1022,7 +1031,8 @@ def train_dpo(
     manifest: dict[str, Any] = {}
     with _torch_threads(threads if resolve_device(config) == "cpu" else None):
         trainer, setup = build_dpo_trainer(ds, base, config, out / CHECKPOINT_DIR,
-                                           progress=progress, callbacks=[log_cb, *callbacks])
+                                           progress=progress, callbacks=[log_cb, *callbacks],
+                                           eval_dataset=eval_dataset)
         if resumed_from is not None and resumed_from > setup.total_steps:
             raise ValueError(
                 f"{out} already holds a training at step {resumed_from}, beyond this config's "
@@ -1035,6 +1045,7 @@ def train_dpo(
             status="running",
             identity=identity,
             dataset=data_info,
+            eval_dataset=eval_info,
             dataset_format=fmt,
             base_model=base.info(),
             config=config.to_dict(),
@@ -1116,8 +1127,6 @@ __all__ = [
     "LOG_JSONL",
     "MANIFEST",
     "PREFERENCE_COLUMNS",
-    "PROFILE_BASE_MODELS",
-    "PROFILE_CONFIGS",
     "RESUMABLE_FIELDS",
     "TrainerSetup",
     "TrainingResult",
