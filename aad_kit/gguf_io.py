@@ -162,9 +162,11 @@ def export_lora_gguf(
     from safetensors.numpy import load_file
 
     adapter_dir, base_gguf = Path(adapter_dir), Path(base_gguf)
-    out = Path(out) if out is not None else adapter_dir / "adapter.gguf"
+    # beside the adapter, not inside it: the adapter directory's content is its identity
+    # (hashed by the evaluation's resume check), so the export must not change it
+    out = Path(out) if out is not None else adapter_dir.with_name(adapter_dir.name + ".lora.gguf")
     digest = _lora_source_digest(adapter_dir, base_gguf)
-    stamp = out.with_suffix(".source.json")
+    stamp = out.with_name(out.name + ".source.json")
     if out.is_file() and stamp.is_file():
         try:
             if json.loads(stamp.read_text()).get("source_sha256") == digest:

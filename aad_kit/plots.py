@@ -30,7 +30,9 @@ def save_figure(fig: Figure, run_dir: str | Path | None, name: str) -> Path | No
     """Write ``fig`` to ``<run_dir>/figures/<name>.png`` (no-op without a run directory)."""
     if not run_dir:
         return None
-    path = Path(run_dir) / "figures" / f"{name}.png"
+    from aad_kit.run_layout import RunLayout
+
+    path = RunLayout.of(run_dir).figure(name)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     return path
@@ -236,6 +238,27 @@ def best_so_far(df: pd.DataFrame, baselines: dict[str, float] | None = None) -> 
     ax.set_ylabel("score (higher is better)")
     ax.set_title("Best score so far")
     ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def best_so_far_by_run(df: pd.DataFrame, baselines: dict[str, float] | None = None,
+                       title: str = "Best score so far, per search run") -> Figure:
+    """One best-so-far curve per run (e.g. the teacher database's independent runs)."""
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    for i, (run, grp) in enumerate(df.groupby("run_id", sort=True)):
+        samples = _samples(grp)
+        curve = samples["score"].where(samples["status"] == "ok").cummax()
+        color = plt.get_cmap("tab10")(i % 10)
+        ax.step(samples["sample_index"], curve, where="post", color=color, label=str(run))
+        ok = samples[samples["status"] == "ok"]
+        ax.scatter(ok["sample_index"], ok["score"], s=6, color=color, alpha=0.35)
+    for i, (name, score) in enumerate(sorted((baselines or {}).items(), key=lambda kv: -kv[1])):
+        ax.axhline(score, ls="--", lw=0.8, color=plt.get_cmap("Greys")(0.4 + 0.12 * i), label=name)
+    ax.set_xlabel("LLM sample")
+    ax.set_ylabel("score (higher is better)")
+    ax.set_title(title)
+    ax.legend(fontsize=6, loc="lower right")
     fig.tight_layout()
     return fig
 

@@ -54,8 +54,11 @@ def run_cache_path(run_dir: str | Path | None) -> str | None:
     """The evaluation cache shared by all stages of one run directory (None: memory only)."""
     if not run_dir:
         return None
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
-    return str(Path(run_dir) / "eval_cache.sqlite")
+    from aad_kit.run_layout import RunLayout
+
+    layout = RunLayout.of(run_dir)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    return str(layout.eval_cache)
 
 
 def score_candidates(

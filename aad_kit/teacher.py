@@ -28,7 +28,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from aad_kit.manifest import base_manifest, now_iso
 DATA_DIR = Path(__file__).resolve().parents[1] / "data" / "teacher"
 RECORDS_FILE = "algorithms.jsonl.gz"
 MANIFEST_FILE = "manifest.json"
+REFERENCE_FILE = "reference_answers.jsonl"  # the teacher's own answers (a replay file)
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,9 @@ class TeacherSpec:
     model: str  # a registered model name (aad_kit.models)
     seeds: tuple[int, ...] = (0, 1)  # one independent search run per seed
     budget_per_run: int = 512
-    population_size: int = 10
-    batch_size: int = 8
+    population_size: int = 16
+    batch_size: int = 16  # prompts per call = sequences decoded together (llama.cpp: 16 is the
+    # measured sweet spot for the 1.5B model on 2 cores: 24.4 tok/s vs 16.8 at 8, 25.1 at 32)
     max_new_tokens: int = 1024
     temperature: float = 0.8
     seed_heuristics: tuple[str, ...] = ("trivial",)  # the template only: no published programs
@@ -166,6 +168,17 @@ def import_into(db: AlgorithmDB, records: Sequence[dict[str, Any]],
     return id_map
 
 
+def import_teacher_db(db: AlgorithmDB, spec: TeacherSpec | str, root: Path | None = None) -> list[str]:
+    """Stage 2's entry point: the shipped teacher database's runs copied into a run's
+    database (once; a resumed stage finds them there). Returns the teacher run ids."""
+    spec = get_teacher(spec) if isinstance(spec, str) else spec
+    man = load_manifest(spec, root)
+    configs = {r["run_id"]: r["config"] for r in man.get("runs", [])}
+    import_into(db, load_records(spec, root), configs,
+                manifest={"imported_from": f"data/teacher/{spec.name}", "teacher_manifest": man})
+    return [r["run_id"] for r in man.get("runs", [])]
+
+
 # ---------------------------------------------------------------------------- write
 
 
@@ -258,6 +271,79 @@ def build(spec: TeacherSpec | str, *, seeds: Sequence[int] | None = None, budget
     return manifest
 
 
+# ---------------------------------------------------------------------------- reference answers
+
+
+def reference_path(spec: TeacherSpec | str, root: Path | None = None) -> Path:
+    spec = get_teacher(spec) if isinstance(spec, str) else spec
+    return data_dir(spec, root) / REFERENCE_FILE
+
+
+def task_match(task: str) -> str:
+    """The text a replay record matches in ``task``'s i1 prompt (its description's start)."""
+    from aad_kit.tasks import get_task
+
+    return " ".join(get_task(task).description.split())[:80]
+
+
+def make_reference(spec: TeacherSpec | str, tasks: Sequence[str], n: int, *, seeds: Sequence[int] = (0, 1, 2),
+                   temperature: float = 0.8, top_p: float = 0.95, max_new_tokens: int = 1024,
+                   root: Path | None = None, sampler: Any = None, progress: bool = True) -> Path:
+    """The teacher's answers to the fixed task prompt (i1) of each task, ``n`` per seed,
+    sampled once with the evaluation's settings and shipped as a replay file, so the
+    evaluation's teacher row costs no teacher sampling. Appends per task; existing tasks kept."""
+    from aad_kit.llm import GenerationConfig, make_sampler
+    from aad_kit.prompts import i1_prompt
+
+    spec = get_teacher(spec) if isinstance(spec, str) else spec
+    path = reference_path(spec, root)
+    existing = []
+    if path.is_file():
+        existing = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    sampler = sampler or make_sampler(spec.model, batch_size=spec.batch_size, progress=progress)
+    info = sampler.info()
+    out = [r for r in existing if r.get("task") not in set(tasks)]
+    for task in tasks:
+        for seed in seeds:
+            cfg = GenerationConfig(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
+            t0 = time.perf_counter()
+            comps = sampler.sample([i1_prompt(task)], n, cfg)[0]
+            if progress:
+                print(f"[aad-kit teacher] reference {task} seed {seed}: {n} answers in "
+                      f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+            out += [{"text": c.text, "match": task_match(task), "task": task, "seed": seed, "sample": j,
+                     "finish_reason": c.finish_reason, "completion_tokens": c.completion_tokens}
+                    for j, c in enumerate(comps)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in out), encoding="utf-8")
+    os.replace(tmp, path)
+    man_path = data_dir(spec, root) / MANIFEST_FILE
+    man = json.loads(man_path.read_text(encoding="utf-8")) if man_path.is_file() else {"name": spec.name}
+    counts = {t: sum(r.get("task") == t for r in out) for t in sorted({r.get("task") for r in out})}
+    man["reference"] = {
+        "file": REFERENCE_FILE, "answers_per_task": counts, "seeds": list(seeds),
+        "samples_per_seed": n, "prompt": "aad_kit.prompts.i1_prompt(task)",
+        "sampling": {"temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens},
+        "model": info, "created_at": now_iso(),
+        "regenerate": f"aad-kit teacher reference {spec.name} --tasks {' '.join(sorted(counts))} --n {n}",
+    }
+    man_path.write_text(json.dumps(man, indent=2, default=str) + "\n", encoding="utf-8")
+    return path
+
+
+def reference_spec(spec: TeacherSpec | str, tasks: Sequence[str], needed: int, root: Path | None = None) -> str | None:
+    """``replay:<file>`` for the evaluation's teacher row when the shipped reference holds at
+    least ``needed`` answers for every task in ``tasks`` (else None: too few would repeat)."""
+    path = reference_path(spec, root)
+    if not path.is_file():
+        return None
+    recs = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if any(sum(r.get("task") == t for r in recs) < needed for t in tasks):
+        return None
+    return f"replay:{path}"
+
+
 # ---------------------------------------------------------------------------- CLI
 
 
@@ -273,6 +359,12 @@ def teacher_cli(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--quiet", action="store_true")
     s = sub.add_parser("show", help="print a teacher database's manifest")
     s.add_argument("name", choices=list(TEACHERS))
+    r = sub.add_parser("reference", help="sample the teacher's reference answers (i1 prompt)")
+    r.add_argument("name", choices=list(TEACHERS))
+    r.add_argument("--tasks", nargs="+", required=True)
+    r.add_argument("--n", type=int, required=True, help="answers per seed and task")
+    r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    r.add_argument("--max-new-tokens", type=int, default=1024)
     args = ap.parse_args(list(argv) if argv is not None else None)
     if args.action == "list":
         for spec in TEACHERS.values():
@@ -288,6 +380,11 @@ def teacher_cli(argv: Sequence[str] | None = None) -> int:
     if args.action == "show":
         print(json.dumps(load_manifest(args.name), indent=2))
         return 0
+    if args.action == "reference":
+        path = make_reference(args.name, args.tasks, args.n, seeds=args.seeds,
+                              max_new_tokens=args.max_new_tokens)
+        print(path)
+        return 0
     m = build(args.name, seeds=args.seeds, budget=args.budget, progress=not args.quiet)
     print(f"{m['name']}: {m['n_samples']} samples, {m['n_valid_distinct']} valid distinct, "
           f"best {m['best_score']} -> {data_dir(get_teacher(args.name))}")
@@ -296,5 +393,6 @@ def teacher_cli(argv: Sequence[str] | None = None) -> int:
 
 __all__ = [
     "DATA_DIR", "TEACHERS", "TeacherSpec", "build", "data_dir", "export", "get_teacher",
+    "import_teacher_db", "make_reference", "reference_path", "reference_spec", "task_match",
     "import_into", "load_manifest", "load_records", "teacher_cli", "teacher_for", "work_db_path",
 ]

@@ -82,6 +82,7 @@ def test_lora_adapter_matches_transformers(tiny_model_dir: Path, tiny_lora_dir: 
 
     adapter = tmp_path / "adapter"
     shutil.copytree(tiny_lora_dir, adapter)  # the export writes beside the adapter
+    before = sorted(p.name for p in adapter.iterdir())
     tuned = LlamaCppSampler(tiny_model_dir, adapter_path=adapter, parallel=1, num_threads=1,
                             n_ctx=2048)
     hf_tuned = _hf(tiny_model_dir, adapter)
@@ -95,6 +96,8 @@ def test_lora_adapter_matches_transformers(tiny_model_dir: Path, tiny_lora_dir: 
     info = tuned.info()
     assert info["adapter_sha256"] == hf_tuned.info()["adapter_sha256"]
     assert Path(info["adapter_gguf"]).is_file() and tuned.model_id == "tiny+adapter"
+    assert Path(info["adapter_gguf"]).parent == tmp_path  # beside, not inside, the adapter
+    assert sorted(p.name for p in adapter.iterdir()) == before
     # the export is reused while the adapter is unchanged
     mtime = Path(info["adapter_gguf"]).stat().st_mtime_ns
     from aad_kit.gguf_io import export_lora_gguf

@@ -112,13 +112,6 @@ _STR_COLS = ("model", "model_id", "task", "setting", "role", "status", "idea", "
              "finish_reason", "message")
 
 # samples_per_seed and seeds per profile (the profile module owns model and settings scope).
-PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "smoke": {"samples_per_seed": 4, "seeds": (0, 1)},
-    "quick": {"samples_per_seed": 8, "seeds": (0, 1, 2)},
-    "full": {"samples_per_seed": 32, "seeds": (0, 1, 2, 3, 4)},
-}
-
-
 class ConfigMismatch(ValueError):
     """The run directory holds answers of a model sampled differently than now asked."""
 
@@ -332,7 +325,6 @@ class GeneralisationConfig:
         from aad_kit.profiles import get_profile
 
         p = get_profile(profile)
-        defaults = PROFILE_DEFAULTS.get(profile, PROFILE_DEFAULTS["quick"])
         train_task, train_setting, held, others = default_grid(profile)
         seeds = [int(x) for x in as_list(seeds)]
         settings = [str(x) for x in as_list(settings)]
@@ -350,8 +342,8 @@ class GeneralisationConfig:
             train_setting=train_setting,
             held_out_settings=tuple(held),
             other_settings=tuple(others),
-            samples_per_seed=samples_per_seed or defaults["samples_per_seed"],
-            seeds=tuple(seeds) or tuple(defaults["seeds"]),
+            samples_per_seed=samples_per_seed or p.eval_samples_per_seed,
+            seeds=tuple(seeds) or tuple(p.eval_seeds),
             max_new_tokens=max_new_tokens or p.max_new_tokens,
             top_k=top,
             **kwargs,
@@ -359,26 +351,16 @@ class GeneralisationConfig:
 
 
 def default_grid(profile: str) -> tuple[str, str, list[str], list[tuple[str, str]]]:
-    """``(train_task, train_setting, held_out_settings, other_task_settings)`` of a profile.
-
-    Held out: the training task's settings the profile evaluates
-    (:func:`aad_kit.profiles.settings_for`) other than the training one; where that leaves
-    none (the ``smoke`` profile evaluates one setting per task), the cheapest other non-slow
-    setting (smallest time budget), so even a smoke run has a held-out column. Other tasks:
-    ``settings_for(profile, task)`` of every other task.
-    """
-    from aad_kit.profiles import get_profile, settings_for, tasks_for
+    """``(train_task, train_setting, held_out_settings, other_task_settings)`` of a profile:
+    its training task and setting, ``eval_held_out`` and ``eval_other``
+    (:mod:`aad_kit.profiles`; the pre-registered grid of the main experiment)."""
+    from aad_kit.profiles import get_profile
 
     p = get_profile(profile)
     task = get_task(p.search_task)
     train = task.setting(p.search_setting).name
-    held = [s for s in settings_for(profile, task.name) if s != train]
-    if not held:
-        candidates = [(s.timeout_s, i, name) for i, (name, s) in enumerate(task.settings.items())
-                      if name != train and not s.slow]
-        if candidates:
-            held = [min(candidates)[2]]
-    others = [(t, s) for t in tasks_for(profile) if t != task.name for s in settings_for(profile, t)]
+    held = [task.setting(s).name for s in p.eval_held_out if task.setting(s).name != train]
+    others = [(get_task(t).name, get_task(t).setting(s).name) for t, s in p.eval_other]
     return task.name, train, held, others
 
 
@@ -1127,7 +1109,6 @@ __all__ = [
     "EvalCell",
     "GeneralisationConfig",
     "GeneralisationResult",
-    "PROFILE_DEFAULTS",
     "ROLES",
     "SAMPLES_CSV",
     "SAMPLE_COLUMNS",

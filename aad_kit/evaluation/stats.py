@@ -257,6 +257,38 @@ def _normal_quantile(p: float) -> float:
     return (lo + hi) / 2.0
 
 
+def _normal_cdf(x: float) -> float:
+    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
+
+
+def power_two_means(delta: float, sd_a: float, sd_b: float, n_a: int, n_b: int,
+                    alpha: float = 0.05) -> float:
+    """Power of a two-sided test at level ``alpha`` to detect a difference ``delta`` between
+    two means (normal approximation; what a 95% bootstrap CI excluding 0 amounts to)."""
+    if n_a < 1 or n_b < 1:
+        return math.nan
+    se = math.sqrt(sd_a ** 2 / n_a + sd_b ** 2 / n_b)
+    if se == 0:
+        return 1.0 if delta != 0 else alpha
+    z = _normal_quantile(1 - alpha / 2)
+    return _normal_cdf(abs(delta) / se - z) + _normal_cdf(-abs(delta) / se - z)
+
+
+def power_two_proportions(p_a: float, p_b: float, n_a: int, n_b: int, alpha: float = 0.05) -> float:
+    """Power to detect valid rates ``p_a`` vs ``p_b`` (unpooled normal approximation)."""
+    return power_two_means(p_b - p_a, math.sqrt(p_a * (1 - p_a)), math.sqrt(p_b * (1 - p_b)),
+                           n_a, n_b, alpha)
+
+
+def detectable_difference(sd_a: float, sd_b: float, n_a: int, n_b: int, alpha: float = 0.05,
+                          power: float = 0.8) -> float:
+    """The smallest difference of two means detected with ``power`` at level ``alpha``."""
+    if n_a < 1 or n_b < 1:
+        return math.nan
+    se = math.sqrt(sd_a ** 2 / n_a + sd_b ** 2 / n_b)
+    return (_normal_quantile(1 - alpha / 2) + _normal_quantile(power)) * se
+
+
 def top_k_mean(scores: Sequence[float] | np.ndarray, k: int) -> float:
     """Mean of the ``k`` best non-NaN scores; NaN when fewer than ``k`` are valid.
 
@@ -280,9 +312,12 @@ __all__ = [
     "bootstrap_ci",
     "bootstrap_diff",
     "bootstrap_mean",
+    "detectable_difference",
     "mean",
     "nanmax",
     "nanmean",
+    "power_two_means",
+    "power_two_proportions",
     "top_k_mean",
     "wilson_interval",
 ]

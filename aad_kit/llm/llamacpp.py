@@ -247,7 +247,7 @@ class LlamaCppSampler:
         mem = lib.llama_get_memory(self._ctx)
         toks = row.tokens
         common = 0
-        for a, c in zip(toks, self._cache_tokens):
+        for a, c in zip(toks, self._cache_tokens, strict=False):
             if a != c:
                 break
             common += 1

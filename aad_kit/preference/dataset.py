@@ -208,6 +208,25 @@ def load_records(db_path: str | Path, run_id: str | None = None) -> tuple[list[A
     return recs, rid
 
 
+def load_run_records(db_path: str | Path, run_ids: Sequence[str]) -> list[Any]:
+    """The records of several runs (e.g. a teacher database's independent runs: the paper's
+    DAR pools every run of the task into one database D)."""
+    from aad_kit.db import AlgorithmDB
+
+    path = Path(db_path)
+    if not path.exists():
+        raise PreferenceDataError(f"no algorithm database at {path}: run the candidate-generation stage first")
+    with AlgorithmDB(path) as db:
+        known = {r.run_id for r in db.runs()}
+        missing = [r for r in run_ids if r not in known]
+        if missing:
+            raise PreferenceDataError(f"no run(s) {missing} in {path} (runs: {sorted(known)})")
+        recs = [rec for rid in run_ids for rec in db.records(rid)]
+    if not recs:
+        raise PreferenceDataError(f"runs {list(run_ids)} in {path} hold no algorithms")
+    return recs
+
+
 def build_preference_dataset(
     source: str | Path | Sequence[Any],
     strategy: str = "dar",
@@ -241,6 +260,7 @@ __all__ = [
     "build_preference_dataset",
     "has_chat_template",
     "load_records",
+    "load_run_records",
     "log_rows",
     "model_uses_chat_template",
     "pair_rows",

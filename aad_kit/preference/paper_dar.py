@@ -138,10 +138,10 @@ def draw_paper_pairs(pool: Pool, n_target: int) -> tuple[list[Pair], list[str]]:
 def paper_dar_pairs(records: Any, config: PairConfig | None = None) -> PairSet:
     """Draw pairs with the paper's DAR (see the module docstring)."""
     config = config or PairConfig()
-    if config.failed_as_rejected is not False:
+    if config.failed_as_rejected is True:
         raise PreferenceDataError(
             "the paper's DAR pairs valid programs only; failed_as_rejected is a rule of the "
-            "dar_diverse variant (strategy='dar_diverse')"
+            "dar_diverse variant (strategy='dar_diverse'); 'auto' is ignored by dar"
         )
     t0 = time.perf_counter()
     pool = build_paper_pool(records, config)

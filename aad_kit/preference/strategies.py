@@ -53,7 +53,7 @@ from aad_kit.preference.dar import (
     make_pair,
     run_with_failed_mode,
 )
-from aad_kit.preference.paper_dar import paper_dar_pairs, tied_share
+from aad_kit.preference.paper_dar import paper_dar_pairs
 
 DrawFn = Callable[[Pool, int, bool], tuple[list[Pair], list[str]]]
 

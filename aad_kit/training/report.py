@@ -11,11 +11,16 @@ from collections.abc import Sequence
 from typing import Any
 
 CURVES = (
-    ("loss", "DPO loss", ("loss",)),
-    ("margins", "reward margin (chosen - rejected)", ("rewards/margins",)),
+    ("loss", "DPO loss", ("loss", "eval_loss")),
+    ("margins", "reward margin (chosen - rejected)", ("rewards/margins", "eval_rewards/margins")),
     ("rewards", "implicit rewards", ("rewards/chosen", "rewards/rejected")),
-    ("accuracy", "reward accuracy (chosen > rejected)", ("rewards/accuracies",)),
+    ("accuracy", "preference accuracy (chosen > rejected)",
+     ("rewards/accuracies", "eval_rewards/accuracies")),
 )
+# Legend names: training batches vs the held-out pairs (stage 4's pairs on other settings).
+_LABELS = {"loss": "train", "eval_loss": "held-out", "rewards/margins": "train",
+           "eval_rewards/margins": "held-out", "rewards/accuracies": "train (batch)",
+           "eval_rewards/accuracies": "held-out pairs"}
 
 
 def plot_training_curves(log: Any, title: str = "DPO training") -> Any:
@@ -28,8 +33,9 @@ def plot_training_curves(log: Any, title: str = "DPO training") -> Any:
     for ax, (_, label, cols) in zip(axes[0], CURVES, strict=True):
         for col in cols:
             if col in log and log[col].notna().any():
-                ax.plot(log["step"], log[col].astype(float), marker="o", ms=3,
-                        label=col.split("/")[-1])
+                m = log[col].notna()
+                ax.plot(log["step"][m], log[col][m].astype(float), marker="o", ms=3,
+                        label=_LABELS.get(col, col.split("/")[-1]))
         if label.startswith("DPO loss"):
             ax.axhline(0.6931, color="#9e9e9e", lw=0.8, ls="--", label="ln 2 (no preference)")
         if label.startswith("reward accuracy"):
@@ -39,7 +45,7 @@ def plot_training_curves(log: Any, title: str = "DPO training") -> Any:
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("optimizer step")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if len(cols) > 1 or label.startswith("DPO loss"):
+        if any(c in log and log[c].notna().any() for c in cols[1:]) or label.startswith("DPO loss"):
             ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -83,8 +89,11 @@ def sample_before_after(
 
     cfg = GenerationConfig(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
     rows: list[dict[str, Any]] = []
+    from aad_kit.models import REGISTRY
+
+    spec = str(base_model) if str(base_model) in REGISTRY else f"hf:{base_model}"  # default engine
     for label, kw in (("base", {}), ("base+adapter", {"adapter_path": str(adapter_dir)})):
-        sampler = make_sampler(f"hf:{base_model}", **kw)
+        sampler = make_sampler(spec, **kw)
         for i, completions in enumerate(sampler.sample(list(prompts), n=n, config=cfg)):
             for j, c in enumerate(completions):
                 rows.append({"prompt": i, "sample": j, "model": label, "text": c.text,
