@@ -21,6 +21,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# Exact pin: on CPU-only machines with a local wheel this is the CPU build; see README for GPU.
 	$(BIN)/pip install --quiet torch==2.13.0
+	# llama.cpp compiles for this CPU (a few minutes, once); no cached wheel from another machine
+	$(BIN)/pip install --quiet --no-cache-dir llama-cpp-python==0.3.36
 	$(BIN)/pip install --quiet -e ".[all]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name aad-kit --display-name "aad-kit (.venv)" >/dev/null
 	touch $(STAMP)
@@ -34,7 +36,6 @@ test: setup
 # The benchmarks of benchmarks/RESULTS.md, one after the other (they time things: leave the
 # machine otherwise idle). `make bench BENCH_PROFILES="smoke quick"` also times the quick profile.
 $(BENCH_STAMP): $(STAMP)
-	# the bench extra builds llama-cpp-python from source (a few minutes, once)
 	$(BIN)/pip install --quiet -e ".[all,bench]"
 	touch $(BENCH_STAMP)
 

@@ -303,14 +303,20 @@ def make_reference(spec: TeacherSpec | str, tasks: Sequence[str], n: int, *, see
     sampler = sampler or make_sampler(spec.model, batch_size=spec.batch_size, progress=progress)
     info = sampler.info()
     out = [r for r in existing if r.get("task") not in set(tasks)]
+    timing: dict[str, dict[str, float]] = {}
     for task in tasks:
         for seed in seeds:
             cfg = GenerationConfig(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
             t0 = time.perf_counter()
             comps = sampler.sample([i1_prompt(task)], n, cfg)[0]
+            dt = time.perf_counter() - t0
+            t = timing.setdefault(task, {"seconds": 0.0, "answers": 0, "completion_tokens": 0})
+            t["seconds"] = round(t["seconds"] + dt, 2)
+            t["answers"] += len(comps)
+            t["completion_tokens"] += sum(c.completion_tokens or 0 for c in comps)
             if progress:
                 print(f"[aad-kit teacher] reference {task} seed {seed}: {n} answers in "
-                      f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+                      f"{dt:.0f} s", file=sys.stderr, flush=True)
             out += [{"text": c.text, "match": task_match(task), "task": task, "seed": seed, "sample": j,
                      "finish_reason": c.finish_reason, "completion_tokens": c.completion_tokens}
                     for j, c in enumerate(comps)]
@@ -326,10 +332,33 @@ def make_reference(spec: TeacherSpec | str, tasks: Sequence[str], n: int, *, see
         "samples_per_seed": n, "prompt": "aad_kit.prompts.i1_prompt(task)",
         "sampling": {"temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens},
         "model": info, "created_at": now_iso(),
+        "timing": {**(man.get("reference") or {}).get("timing", {}), **timing},
+        "machine": _machine(),
         "regenerate": f"aad-kit teacher reference {spec.name} --tasks {' '.join(sorted(counts))} --n {n}",
     }
     man_path.write_text(json.dumps(man, indent=2, default=str) + "\n", encoding="utf-8")
     return path
+
+
+def _machine() -> dict[str, Any]:
+    """The CPU a timing was taken on (speed differs between machines)."""
+    import platform
+
+    info: dict[str, Any] = {"cpu_count": os.cpu_count(), "machine": platform.machine()}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            text = f.read()
+        name = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), "")
+        flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
+        info["cpu"] = name
+        info["simd"] = sorted(f for f in flags if f.startswith(("avx", "amx")))
+    except OSError:
+        pass
+    try:
+        info["loadavg"] = os.getloadavg()
+    except OSError:
+        pass
+    return info
 
 
 def reference_spec(spec: TeacherSpec | str, tasks: Sequence[str], needed: int, root: Path | None = None) -> str | None:

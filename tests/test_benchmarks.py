@@ -93,3 +93,61 @@ def test_search_methods_compares_eoh_and_funsearch_on_the_tiny_model(tmp_path, l
     for method in ("eoh", "funsearch"):
         for seed in (0, 1):
             assert any(ln.split()[:3] == ["tsp_construct", method, str(seed)] for ln in lines), out.stdout
+
+
+def test_model_table_on_the_tiny_model(tmp_path, llm_cache):  # noqa: F811
+    """The per-model table (issue 12) runs end to end on the tiny model: rows with rates in
+    range, the template scored, both answer formats accepted."""
+    out_json = tmp_path / "table.json"
+    for fmt in ("code-first", "idea-first"):
+        subprocess.run(
+            [sys.executable, str(ROOT / "benchmarks" / "model_table.py"), "--models", "tiny",
+             "--tasks", "tsp_construct", "--seeds", "0", "--n", "2", "--max-new-tokens", "8",
+             "--parallel", "2", "--answer-format", fmt, "--json", str(out_json)],
+            capture_output=True, text=True, check=True, timeout=300,
+            env=_env_with_tiny_cache(tmp_path, llm_cache),
+        )
+        result = json.loads(out_json.read_text())
+        (row,) = result["rows"]
+        assert row["model"] == "tiny" and row["answers"] == 2 and 0 <= row["valid_rate"] <= 1
+        assert row["template_score"] < 0 and row["tokens_per_answer"] <= 8  # TSP: -length
+        assert result["answer_format"] == fmt and result["machine"]["cpu_count"] >= 1
+
+
+def test_sampler_speed_on_the_tiny_model(tmp_path, llm_cache):  # noqa: F811
+    """benchmarks/sampler_speed.py (issue 12) on the tiny model: engine x adapter x batch rows
+    with positive rates, hf rows as the ratio baseline, and the tuned rows really sampling
+    through the adapter on each engine. Without llama-cpp-python the hf half is checked and
+    the llama.cpp half skipped."""
+    import pytest
+
+    from aad_kit.llm.llamacpp import llama_cpp_available
+
+    out_json = tmp_path / "speed.json"
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "sampler_speed.py"), "--models", "tiny",
+         "--batch", "1", "2", "--new-tokens", "4", "--reps", "1", "--threads", "1",
+         "--json", str(out_json)],
+        capture_output=True, text=True, timeout=600, env=_env_with_tiny_cache(tmp_path, llm_cache),
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "| x hf fp32 |" in out.stdout and "x llama.cpp" in out.stdout
+    result = json.loads(out_json.read_text())
+    rows, checks = result["rows"], result["adapter_checks"]
+    engines = ["hf", "llamacpp"] if llama_cpp_available() else ["hf"]
+    assert [(r["engine"], r["adapter"], r["batch"]) for r in rows] == [
+        (e, a, b) for e in engines for a in ("base", "tuned") for b in (1, 2)]
+    for r in rows:
+        assert r["model"] == "tiny" and r["threads"] == 1 and r["new_tokens"] == 4
+        assert r["prompt_tokens"] > 100 and r["wall_s"] > 0 and r["tok_s"] > 0
+        assert r["x_hf_fp32"] > 0 and r["adapter_changes_output"] is True
+        if r["engine"] == "hf":
+            assert r["x_hf_fp32"] == pytest.approx(1.0)
+    assert {c["engine"]: c["adapter_changes_output"] for c in checks} == dict.fromkeys(engines, True)
+    assert result["info"]["machine"]["cpu_count"] >= 1 and result["info"]["loadavg_end"]
+    if "llamacpp" not in engines:
+        assert "llamacpp_skipped" in result["info"]
+        pytest.skip("llama.cpp half: llama-cpp-python is the optional extra 'bench'")
+    for r in rows:
+        if r["engine"] == "llamacpp":
+            assert r["x_llamacpp"] == pytest.approx(1.0) and r["weights"] == "F32"

@@ -51,10 +51,13 @@ def test_environment_yml_installs_the_package_with_all_extras():
     pip_section = next(d["pip"] for d in ENV["dependencies"] if isinstance(d, dict))
     assert "-e .[all]" in pip_section
     extras = PYPROJECT["project"]["optional-dependencies"]
-    # "bench" (llama.cpp, built from source) stays out of "all": `make bench` adds it
+    # "bench" is an alias of "llamacpp" (the default CPU engine, in "all" since issue 12)
     wanted = [k for k in extras if k not in ("all", "bench")]
-    assert set(extras["all"]) == {f"aad-kit[{','.join(wanted)}]"}
-    assert "bench" in (ROOT / "Makefile").read_text()
+    assert set(extras["all"]) == {f"aad-kit[{','.join(wanted)}]"} and "llamacpp" in wanted
+    assert extras["bench"] == ["aad-kit[llamacpp]"]
+    makefile = (ROOT / "Makefile").read_text()
+    (pin,) = extras["llamacpp"]
+    assert "bench" in makefile and f"--no-cache-dir {pin}" in makefile  # compiled for this CPU
 
 
 def test_environment_python_satisfies_requires_python():

@@ -74,17 +74,28 @@ def test_generation_stage_fills_the_algorithm_database(smoke_run):
     from aad_kit.db import AlgorithmDB
     from aad_kit.profiles import get_profile
 
+    from aad_kit.run_layout import RunLayout
+    from aad_kit.teacher import load_records
+
     profile = get_profile("smoke")
+    outputs = RunLayout.of(smoke_run).outputs("02_candidate_generation")
     with AlgorithmDB(smoke_run / "algorithms.sqlite") as db:
-        (run,) = db.runs()
+        runs = {r.run_id: r for r in db.runs()}
+        (search_id,) = outputs["search_runs"]
+        run = runs[search_id]
         df = db.to_dataframe(run.run_id)
+        everything = db.to_dataframe()
     samples = df[df["sample_index"] >= 0]
     assert sorted(samples["sample_index"]) == list(range(profile.search_budget))
     assert samples["raw_response"].notna().all() and samples["prompt"].notna().all()
     assert set(df.loc[df["operator"] == "seed", "status"]) == {"ok"}  # shipped heuristics seeded
     assert run.manifest["model"]["weights_sha256"] and run.manifest["evaluator_version"]
+    # the shipped teacher database was imported whole, run by run
+    assert outputs["teacher_db"] == profile.teacher_db and set(outputs["teacher_runs"]) <= set(runs)
+    teacher_rows = everything[everything["run_id"].isin(outputs["teacher_runs"])]
+    assert len(teacher_rows) == len(load_records(profile.teacher_db))
     exported = (smoke_run / "algorithms.jsonl").read_text().splitlines()
-    assert len(exported) == len(df)
+    assert len(exported) == len(everything)
 
 
 def test_scoring_stage_reports_every_hostile_status(smoke_run):
@@ -140,7 +151,28 @@ def test_dar_dpo_and_generalisation_stages_chain_through_the_run_directory(smoke
     assert len(log) >= 1 and log["loss"].notna().all()
 
     summary = pd.read_csv(smoke_run / "generalisation_summary.csv")
-    assert set(summary["model"]) == {"base", "tuned"}  # the tuned model is the stage-5 adapter
+    assert {"base", "tuned"} <= set(summary["model"])  # the tuned model is the stage-5 adapter
     assert set(summary["role"]) == {"train", "held_out", "other_task"}
     config = json.loads((smoke_run / "generalisation_config.json").read_text())
     assert str(adapter.resolve()) in json.dumps(config)
+    # stage 6 evaluates the base model stage 5 recorded, not one rebuilt from the profile
+    from aad_kit.run_layout import RunLayout
+
+    layout = RunLayout.of(smoke_run)
+    recorded_base = layout.output("05_dpo_training", "base_model", path=False)
+    assert config["config"]["models"]["base"] == recorded_base
+    assert layout.output("06_generalisation", "primary", path=False)["outcome"]
+    assert (smoke_run / "tables" / "headline.csv").is_file() and (smoke_run / "figures" / "headline.png").is_file()
+    assert layout.output("04_dar_sampling", "strategy", path=False) == "dar"
+
+
+def test_a_stage_without_its_input_says_which_stage_and_why(tmp_path):
+    """Regression (issue 11): with no pairs from stage 4, stage 5 said "run stage 4 first";
+    it now names stage 4 and the reason stage 4 recorded."""
+    from aad_kit.run_layout import RunLayout
+
+    layout = RunLayout.of(tmp_path / "r")
+    layout.update_manifest(profile="smoke", stages={})
+    layout.record("04_dar_sampling", pairs=None, why_pairs="random: all valid algorithms have the same score")
+    with pytest.raises(StageFailed, match="stage 04_dar_sampling ran but produced no 'pairs': random: all valid"):
+        run_pipeline("smoke", layout.root, stages=["05_dpo_training"], progress=False)

@@ -23,6 +23,10 @@ spends most of its time.
   ``stop_at_fence`` (default), as soon as the first fenced code block of the answer closes —
   everything the parser reads is already there, and small models often ramble on after it.
 * Threads: :func:`aad_kit.llm.hf.default_num_threads` unless ``num_threads`` says otherwise.
+* ``ignore_eos`` (benchmarks only; default off, and no stage sets it): end-of-generation tokens
+  get a logit bias of -inf, as llama.cpp's own ``--ignore-eos`` does and as ``min_new_tokens``
+  does on the hf side, so every row runs to ``max_new_tokens`` (or the fence stop, when on)
+  and engines compare at a fixed length (``benchmarks/sampler_speed.py``).
 """
 
 from __future__ import annotations
@@ -97,6 +101,7 @@ class LlamaCppSampler:
         num_threads: int | None = None,
         model_id: str | None = None,
         stop_at_fence: bool = True,
+        ignore_eos: bool = False,
         progress: bool = False,
     ) -> None:
         import llama_cpp as lib
@@ -109,6 +114,7 @@ class LlamaCppSampler:
         self.lib = lib
         self.parallel = int(parallel)
         self.stop_at_fence = bool(stop_at_fence)
+        self.ignore_eos = bool(ignore_eos)
         name = str(model)
         self._record: dict[str, Any] | None = None
         if name in registry.REGISTRY:
@@ -146,6 +152,12 @@ class LlamaCppSampler:
         if not self._model:
             raise RuntimeError(f"llama.cpp could not load {gguf_path}")
         self._vocab = lib.llama_model_get_vocab(self._model)
+        self._n_vocab = int(lib.llama_vocab_n_tokens(self._vocab))
+        self._eog_bias: Any = None  # ignore_eos: (llama_logit_bias * k) masking every EOG token
+        if self.ignore_eos:
+            eog = [t for t in range(self._n_vocab) if lib.llama_vocab_is_eog(self._vocab, t)]
+            self._eog_bias = (lib.llama_logit_bias * len(eog))(
+                *(lib.llama_logit_bias(t, float("-inf")) for t in eog))
         self.n_ctx_train = int(lib.llama_model_n_ctx_train(self._model))
         self.n_ctx = int(n_ctx) if n_ctx else min(self.n_ctx_train, 4096 * self.parallel, 32768)
 
@@ -231,6 +243,9 @@ class LlamaCppSampler:
     def _new_sampler(self, config: GenerationConfig, seed: int) -> Any:
         lib = self.lib
         chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+        if self._eog_bias is not None and len(self._eog_bias):  # ignore_eos; copied by llama.cpp
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_logit_bias(
+                self._n_vocab, len(self._eog_bias), self._eog_bias))
         if config.temperature <= 0:
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
         else:
@@ -413,6 +428,7 @@ class LlamaCppSampler:
             "num_threads": self.num_threads,
             "extra_bufts": self.extra_bufts,
             "stop_at_fence": self.stop_at_fence,
+            "ignore_eos": self.ignore_eos,
             "chat_template": self.has_chat_template,
             "llama_cpp_python_version": package_versions(("llama-cpp-python",))["llama-cpp-python"],
         }
