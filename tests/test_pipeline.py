@@ -73,7 +73,6 @@ def test_task_definition_stage_scores_every_shipped_heuristic(smoke_run):
 def test_generation_stage_fills_the_algorithm_database(smoke_run):
     from aad_kit.db import AlgorithmDB
     from aad_kit.profiles import get_profile
-
     from aad_kit.run_layout import RunLayout
     from aad_kit.teacher import load_records
 
