@@ -580,8 +580,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "argv": list(argv) if argv is not None else sys.argv[1:],
     }
     t0 = time.perf_counter()
-    samplers = [make_sampler(args.model, num_threads=args.threads[0], dtype=d)
-                for d in args.hf_dtype]
+    spec = args.model if ":" in args.model else f"hf:{args.model}"  # registered names: hf here
+    samplers = [make_sampler(spec, num_threads=args.threads[0], dtype=d) for d in args.hf_dtype]
     sampler = samplers[0]
     assert isinstance(sampler, HFSampler), "the benchmark times the hf backend"
     info["hf_load_s"] = round(time.perf_counter() - t0, 2)

@@ -154,34 +154,34 @@ def expected_scores(kind: str, task: str, setting: str) -> dict[tuple[int, int],
 
 # ----------------------------------------------------------------------------------------- grid
 def test_profile_grid_roles_and_settings_parsing():
+    # the pre-registered grid of the main experiment lives in the profile (aad_kit.profiles)
     train_task, train, held, others = default_grid("smoke")
-    assert (train_task, train) == ("tsp_construct", "n20")
-    assert held == ["llm4ad_n50"]  # smoke evaluates one setting per task: the cheapest other one
-    assert others == [("admissible_set", "n12_w7"), ("bin_packing", "weibull_1k_c100"),
-                      ("cvrp_construct", "n50_c40")]
+    assert (train_task, train) == ("admissible_set", "n15_w10")
+    assert held == ["n12_w7"] and others == [("tsp_construct", "n20")]
     cfg = GeneralisationConfig.from_profile("smoke", {"base": "tiny"})
     assert [(c.task, c.setting, c.role) for c in cfg.cells] == [
-        ("tsp_construct", "n20", "train"), ("tsp_construct", "llm4ad_n50", "held_out"),
-        ("admissible_set", "n12_w7", "other_task"), ("bin_packing", "weibull_1k_c100", "other_task"),
-        ("cvrp_construct", "n50_c40", "other_task"),
+        ("admissible_set", "n15_w10", "train"), ("admissible_set", "n12_w7", "held_out"),
+        ("tsp_construct", "n20", "other_task"),
     ]
-    assert cfg.tasks == ["tsp_construct", "admissible_set", "bin_packing", "cvrp_construct"]
+    assert cfg.tasks == ["admissible_set", "tsp_construct"]
     assert (cfg.samples_per_seed, cfg.seeds, cfg.max_new_tokens) == (4, (0, 1), 48)
     quick = GeneralisationConfig.from_profile("quick", {"base": "tiny"})
-    assert "n100" in quick.held_out_settings and "n200" in quick.held_out_settings
+    assert quick.held_out_settings == ("n12_w7", "n18_w12")
+    assert quick.other_settings == (("tsp_construct", "n50"),)
+    assert (quick.samples_per_seed, quick.seeds) == (16, (0, 1))
     assert len(quick.grid_frame()) == len(quick.cells)
 
     parsed = parse_settings(["n50", "bin_packing:or3", "n15_w10", "admissible_set"], "smoke",
                             "tsp_construct")
     assert parsed == [("tsp_construct", "n50"), ("bin_packing", "or3"),
                       ("admissible_set", "n15_w10"), ("admissible_set", "n12_w7")]
-    custom = GeneralisationConfig.from_profile("smoke", {"base": "tiny"}, settings=["n50", "or3"],
+    custom = GeneralisationConfig.from_profile("smoke", {"base": "tiny"}, settings=["n18_w12", "or3"],
                                                seeds=[3], samples_per_seed=2, max_new_tokens=16)
-    assert custom.held_out_settings == ("n50",)
+    assert custom.held_out_settings == ("n18_w12",)
     assert custom.other_settings == (("bin_packing", "or3"),)
     assert (custom.seeds, custom.samples_per_seed, custom.max_new_tokens) == ((3,), 2, 16)
     # list parameters as a command line passes them
-    as_text = GeneralisationConfig.from_profile("smoke", {"base": "tiny"}, settings='["n50", "or3"]',
+    as_text = GeneralisationConfig.from_profile("smoke", {"base": "tiny"}, settings='["n18_w12", "or3"]',
                                                 seeds="3", samples_per_seed=2, max_new_tokens=16,
                                                 top_k="1, 2")
     assert as_text == dataclasses.replace(custom, top_k=(1, 2))
@@ -474,7 +474,7 @@ def test_notebook_runs_headless_with_replay_models(tmp_path):
            "-k", "aad-kit", "-p", "profile", "smoke", "-p", "run_dir", str(run_dir),
            "-p", "base_model", f"replay:{base}", "-p", "tuned_model", f"replay:{tuned}",
            "-p", "samples_per_seed", "2", "-y", "seeds: [0]", "-p", "n_boot", "300",
-           "-p", "run_search_comparison", "True", "-p", "search_budget", "2"]
+           "-p", "search_runs", "1", "-p", "search_budget", "2"]
     if shutil.which("papermill") is None:
         pytest.importorskip("papermill")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
@@ -482,7 +482,7 @@ def test_notebook_runs_headless_with_replay_models(tmp_path):
     for name in (SAMPLES_CSV, SUMMARY_CSV, COMPARISON_CSV, CURVES_CSV):
         assert (run_dir / name).is_file(), name
     figures = {p.stem for p in (run_dir / "figures").glob("*.png")}
-    assert {"generalisation_valid_rate", "generalisation_mean_score",
+    assert {"headline", "generalisation_diff_mean_score",
             "generalisation_diff_valid_rate", "generalisation_search_best_so_far"} <= figures
     summary = pd.read_csv(run_dir / SUMMARY_CSV)
     assert set(summary["model"]) == {"base", "tuned"}

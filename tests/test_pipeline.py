@@ -56,7 +56,9 @@ def test_smoke_pipeline_writes_every_stage_artifact(smoke_run):
         assert not errors
     for figure in ["tsp_instances", "cvrp_routes", "bin_packing_items", "admissible_set_rows", "baselines",
                    "status_counts", "baseline_scores", "evaluation_times",
-                   "search_best_so_far", "search_outcome_by_operator", "search_score_histogram"]:
+                   "teacher_best_so_far", "teacher_score_histogram",
+                   "search_best_so_far", "search_outcome_by_operator", "dar_fitness_subsets",
+                   "dpo_training_curves", "headline"]:
         assert (smoke_run / "figures" / f"{figure}.png").stat().st_size > 5_000, figure
 
 
@@ -102,7 +104,9 @@ def test_scoring_stage_reports_every_hostile_status(smoke_run):
 
     df = pd.read_csv(smoke_run / "tables" / "scoring.csv")
     hostile = df[df["kind"] == "hostile"]
-    assert len(hostile) == 3 * len(hostile_candidates())
+    from aad_kit.tasks import TASK_NAMES
+
+    assert len(hostile) == len(TASK_NAMES) * len(hostile_candidates())
     assert (hostile["status"] == hostile["expected"]).all()
     assert (df.loc[df["kind"] == "baseline", "status"] == "ok").all()
 
