@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	# llama.cpp compiles for this CPU (a few minutes, once); no cached wheel from another machine
 	$(BIN)/pip install --quiet --no-cache-dir llama-cpp-python==0.3.36
 	$(BIN)/pip install --quiet -e ".[all]"
-	$(BIN)/python -m ipykernel install --sys-prefix --name aad-kit --display-name "aad-kit (.venv)" >/dev/null
+	$(BIN)/python -c "from aad_kit.pipeline import ensure_kernel; ensure_kernel()"
 	touch $(STAMP)
 
 demo: setup

@@ -37,6 +37,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             run_dir=args.run_dir,
             params=_parse_params(args.param),
             stages=args.stage or None,
+            verbosity=0 if args.quiet else (2 if args.verbose else 1),
         )
     except StageFailed as err:
         print(f"aad-kit: {err}", file=sys.stderr)
@@ -83,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                      help="papermill parameter passed to every stage that declares it")
     run.add_argument("--stage", action="append", help="run only this stage (repeatable)")
+    run.add_argument("-q", "--quiet", action="store_true", help="stage starts and ends only")
+    run.add_argument("-v", "--verbose", action="store_true", help="also stream every cell's output")
     run.set_defaults(func=_cmd_run)
 
     tasks = sub.add_parser("tasks", help="list tasks and their settings")

@@ -280,6 +280,14 @@ def hash_weights(model_dir: str | os.PathLike[str]) -> dict[str, str]:
     return {p.name: sha256_file(p) for p in weight_files(model_dir)}
 
 
+def adapter_sha256(adapter_dir: str | os.PathLike[str]) -> str | None:
+    """The one hash of a LoRA adapter, wherever one is recorded (the DPO manifest, a sampler's
+    ``info()``, the generalisation study's resume fingerprint): :func:`combined_sha256` of its
+    weight files (``adapter_model.safetensors``; config, README and tokenizer files left out,
+    so re-saving an adapter's metadata does not make it another model). None: no weights."""
+    return combined_sha256(hash_weights(adapter_dir))
+
+
 def read_record(model_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The ``aad_kit_model.json`` record of a model directory, or None."""
     path = Path(model_dir) / RECORD_FILE
@@ -872,6 +880,7 @@ __all__ = [
     "build_tiny_model",
     "sha256_file",
     "hash_weights",
+    "adapter_sha256",
     "combined_sha256",
     "models_cli",
 ]

@@ -8,6 +8,9 @@ A failing stage stops the run with the notebook and the cell named.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -18,6 +21,8 @@ from typing import Any
 from aad_kit.manifest import base_manifest, now_iso
 from aad_kit.parameters import check_parameters
 from aad_kit.profiles import describe, get_profile
+from aad_kit.progress import ENV as PROGRESS_ENV
+from aad_kit.progress import Follower
 from aad_kit.run_layout import STAGE_ORDER, RunLayout
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -47,23 +52,70 @@ STAGES: tuple[Stage, ...] = (
 assert tuple(s.name for s in STAGES) == STAGE_ORDER
 
 
+def stage_summary(stage: str, layout: RunLayout) -> str:
+    """One line of what a stage produced, from what it recorded in the manifest."""
+    o = layout.outputs(stage)
+    if stage == "02_candidate_generation":
+        runs = len(o.get("teacher_runs") or [])
+        own = o.get("search_runs") or []
+        return (f"teacher database {o.get('teacher_db') or 'none'} ({runs} run(s)), "
+                f"student's own search: {'yes' if own else 'none'}")
+    if stage == "04_dar_sampling":
+        if o.get("pairs") is None:
+            return f"no pairs: {o.get('why_pairs')}"
+        return f"{o.get('n_pairs')} {o.get('strategy')} pairs, held-out pairs: {'yes' if o.get('heldout_pairs') else 'no'}"
+    if stage == "05_dpo_training":
+        return f"{o.get('steps')} DPO steps on {o.get('pairs')} pairs; adapter {o.get('adapter')}"
+    if stage == "06_generalisation":
+        primary = o.get("primary") or {}
+        text = str(primary.get("text", "")).replace("**", "")
+        return text[:300]
+    return ""
+
+
 class StageFailed(RuntimeError):
     """A stage notebook raised; the message names the notebook, the cell and the error."""
 
 
+# The kernel's own log level: its one routine warning ("running over TCP without encryption"
+# on a loopback socket) was printed at every stage and said nothing to a batch user.
+KERNEL_LOG_FLAG = "--IPKernelApp.log_level=ERROR"
+
+
 def ensure_kernel() -> str:
-    """Make sure a Jupyter kernel named ``aad-kit`` runs *this* interpreter; return its name."""
+    """Make sure a Jupyter kernel named ``aad-kit`` runs *this* interpreter (quietly); return
+    its name. Locked and atomic: parallel test workers start pipelines at the same time."""
+    import fcntl
+
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
-    try:
-        spec = KernelSpecManager().get_kernel_spec(KERNEL_NAME)
-        if spec.argv and Path(spec.argv[0]).resolve() == Path(sys.executable).resolve():
-            return KERNEL_NAME
-    except NoSuchKernel:
-        pass
-    from ipykernel.kernelspec import install
+    def current() -> bool:
+        try:
+            spec = KernelSpecManager().get_kernel_spec(KERNEL_NAME)
+        except (NoSuchKernel, ValueError):
+            return False
+        return bool(spec.argv) and Path(spec.argv[0]).resolve() == Path(sys.executable).resolve() \
+            and KERNEL_LOG_FLAG in spec.argv
 
-    install(kernel_name=KERNEL_NAME, display_name="aad-kit", prefix=sys.prefix)
+    if current():
+        return KERNEL_NAME
+    lock_path = Path(sys.prefix) / ".aad-kit-kernel.lock"
+    with open(lock_path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            if not current():
+                from ipykernel.kernelspec import install
+
+                path = install(kernel_name=KERNEL_NAME, display_name="aad-kit (.venv)", prefix=sys.prefix)
+                spec_file = Path(path) / "kernel.json"
+                data = json.loads(spec_file.read_text())
+                if KERNEL_LOG_FLAG not in data["argv"]:
+                    data["argv"].append(KERNEL_LOG_FLAG)
+                tmp = spec_file.with_name("kernel.json.tmp")
+                tmp.write_text(json.dumps(data, indent=1))
+                os.replace(tmp, spec_file)
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
     return KERNEL_NAME
 
 
@@ -91,11 +143,14 @@ def run_pipeline(
     params: Mapping[str, Any] | None = None,
     stages: Sequence[str] | None = None,
     progress: bool = True,
+    verbosity: int = 1,
 ) -> Path:
     """Execute the stage notebooks in order; returns the run directory.
 
     ``params`` are passed to every stage that declares them; a name no stage declares is an
-    error (typos should not silently do nothing).
+    error (typos should not silently do nothing). ``verbosity``: 0 prints stage starts and
+    ends only, 1 (default) also each long loop's progress line (search, DPO, evaluation) and
+    a one-line summary per stage, 2 also streams every cell's output.
     """
     import papermill as pm
 
@@ -143,25 +198,43 @@ def run_pipeline(
         out_nb = run_path / "notebooks" / stage.notebook.name
         print(f"[aad-kit] {stage.name}: {stage.title} ...", flush=True)
         t0 = time.perf_counter()
+        progress_file = run_path / "progress.jsonl"
+        previous = os.environ.get(PROGRESS_ENV)
+        os.environ[PROGRESS_ENV] = str(progress_file)  # the kernel inherits it
+        follower = Follower(progress_file) if verbosity >= 1 else contextlib.nullcontext()
         try:
-            pm.execute_notebook(
-                str(stage.notebook),
-                str(out_nb),
-                parameters=stage_params,
-                kernel_name=kernel,
-                cwd=str(run_path),
-                progress_bar=progress,
-            )
+            with follower:
+                pm.execute_notebook(
+                    str(stage.notebook),
+                    str(out_nb),
+                    parameters=stage_params,
+                    kernel_name=kernel,
+                    cwd=str(run_path),
+                    progress_bar=progress and verbosity >= 1 and not sys.stderr.isatty(),
+                    log_output=verbosity >= 2,
+                    stdout_file=sys.stdout if verbosity >= 2 else None,
+                    stderr_file=sys.stderr if verbosity >= 2 else None,
+                )
         except pm.PapermillExecutionError as err:
             raise StageFailed(
                 f"stage {stage.name} ({stage.notebook.name}) failed in cell {err.cell_index} "
                 f"({err.ename}: {err.evalue}); executed notebook: {out_nb}"
             ) from None
+        finally:
+            if previous is None:
+                os.environ.pop(PROGRESS_ENV, None)
+            else:
+                os.environ[PROGRESS_ENV] = previous
         elapsed = time.perf_counter() - t0
         stages_now = layout.read_manifest().get("stages") or {}
         entry = dict(stages_now.get(stage.name) or {})  # keeps the outputs the stage recorded
         entry.update(finished_at=now_iso(), wall_s=round(elapsed, 2), params=stage_params)
         layout.update_manifest(stages={**stages_now, stage.name: entry})
         done.write_text(now_iso())
-        print(f"[aad-kit] {stage.name}: done in {elapsed:.1f} s", flush=True)
+        from aad_kit.run_report import write_report
+
+        write_report(run_path)  # the one page of the run, refreshed after every stage
+        summary = stage_summary(stage.name, layout) if verbosity >= 1 else ""
+        print(f"[aad-kit] {stage.name}: done in {elapsed:.1f} s" + (f" — {summary}" if summary else ""),
+              flush=True)
     return run_path

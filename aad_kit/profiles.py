@@ -168,6 +168,26 @@ def tasks_for(profile: str) -> list[str]:  # noqa: ARG001 - every profile covers
     return list(TASK_NAMES)
 
 
+def evaluation_grid(profile: str, train_task: str | None = None, train_setting: str | None = None
+                    ) -> tuple[str, str, list[str], list[tuple[str, str]]]:
+    """``(train_task, train_setting, held_out_settings, other_task_settings)``: the profile's
+    pre-registered grid, or for a run trained on another task (``-p task=...``) that task's
+    two cheapest other non-slow settings as held out and the profile's training task as the
+    other task. Stage 4 (held-out pairs) and stage 6 (the evaluation) both read it."""
+    p = get_profile(profile)
+    task = get_task(train_task or p.search_task)
+    train = task.setting(train_setting if train_task else (train_setting or p.search_setting)).name
+    if task.name == get_task(p.search_task).name:
+        held = [task.setting(s).name for s in p.eval_held_out if task.setting(s).name != train]
+        others = [(get_task(t).name, get_task(t).setting(s).name) for t, s in p.eval_other]
+        return task.name, train, held, others
+    cheap = sorted((s.timeout_s, i, name) for i, (name, s) in enumerate(task.settings.items())
+                   if name != train and not s.slow)
+    held = [name for _, _, name in cheap[:2]]
+    home = get_task(p.search_task)
+    return task.name, train, held, [(home.name, home.setting(p.search_setting).name)]
+
+
 def sandbox_config(profile: str, **overrides: Any) -> Any:
     """The :class:`~aad_kit.sandbox.SandboxConfig` a profile's stages evaluate with (its
     ``timeout_scale`` applied to every setting's time limit)."""
@@ -195,5 +215,5 @@ def describe(profile: str) -> Mapping[str, Any]:
     return d
 
 
-__all__ = ["CHEAPEST_SETTING", "PROFILES", "Profile", "describe", "dpo_config", "get_profile",
+__all__ = ["CHEAPEST_SETTING", "PROFILES", "Profile", "describe", "dpo_config", "evaluation_grid", "get_profile",
            "sandbox_config", "settings_for", "tasks_for"]

@@ -6,17 +6,24 @@ Builds the kit's trainer (:func:`aad_kit.training.build_dpo_trainer`) on the DAR
 ``benchmarks/dpo_step.py``, runs one warm-up step, then profiles the next optimizer step
 (forward, backward and optimizer) with ``torch.profiler`` and prints self CPU time per
 operator kind (matrix products, attention, the LM-head log-prob kernel's pieces, elementwise,
-optimizer, everything else) next to the FLOP floor's share for the products.
+optimizer, everything else) next to the FLOP floor's share for the products. ``--json FILE``
+also writes the figures (per kind, per ``aten::mm`` class, top operators).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import sys
 import tempfile
 import time
 import warnings
 from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # benchmarks.lib
 
 KINDS = {
     "matmul (linear, LoRA, LM head tiles)": ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul",
@@ -44,7 +51,7 @@ def kind_of(name: str) -> str:
     return "other"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--threads", type=int, default=1)
@@ -54,7 +61,8 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=1536)
     ap.add_argument("--completion-tokens", type=int, default=300)
     ap.add_argument("--top", type=int, default=20)
-    a = ap.parse_args()
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    a = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     warnings.filterwarnings("ignore")
 
@@ -63,8 +71,8 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from aad_kit.training import DPOTrainingConfig, build_dpo_trainer
-    from aad_kit.training.bench import synthetic_preference_dataset
-    from aad_kit.training.dpo import resolve_base_model
+    from aad_kit.training.base_model import resolve_base_model
+    from benchmarks.lib.dpo_timing import synthetic_preference_dataset
 
     torch.set_num_threads(a.threads)
     base = resolve_base_model(a.model)
@@ -130,6 +138,18 @@ def main() -> None:
     rows = sorted(events, key=lambda e: -e.self_cpu_time_total)[: a.top]
     for ev in rows:
         print(f"  {ev.key[:48]:48} {ev.self_cpu_time_total / 1e6:7.2f} s  calls {ev.count:6d}")
+    result = {
+        "model": base.name, "threads": a.threads, "prompt_sharing": bool(setup.prompt_sharing),
+        "precompute_ref_log_probs": bool(setup.precompute_ref_log_probs), "step_wall_s": wall,
+        "self_cpu_s": total / 1e6, "by_kind_s": {k: us / 1e6 for k, us in by_kind.items()},
+        "mm_classes": {k: {"s": sec, "gflop": gflop, "gflop_per_s": gflop / max(sec, 1e-9),
+                           "calls": int(calls)} for k, (sec, gflop, calls) in classes.items()},
+        "top": [{"op": ev.key, "self_cpu_s": ev.self_cpu_time_total / 1e6, "calls": int(ev.count)}
+                for ev in rows],
+    }
+    if a.json:
+        a.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return result
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ other, so the ratios are measured side by side in one run:
 Per variant: median seconds per optimizer step (the first step, which warms allocators, is
 left out), CPU-seconds per step, sequence tokens per second (prompt + completion of every row),
 peak resident memory of the process, and the step's FLOP floor (see
-:mod:`aad_kit.training.flops`) at the fp32 GEMM speed measured here at the start of the run.
+:mod:`benchmarks.lib.flops`) at the fp32 GEMM speed measured here at the start of the run.
 The pairs are DAR-like: the whole EoH ``i1`` prompt (one prompt for all pairs, as DAR
 produces for one task) and shipped heuristics as completions; ``--pairs DIR`` uses a saved
 preference dataset instead (e.g. ``runs/<run>/preference/pairs_dar``).
@@ -41,6 +41,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # benchmarks.lib (this script and its --child processes)
+
 VARIANTS = ("plain_trl", "plain_trl_defaults", "ours_unshared", "ours", "ours_precompute")
 LORA_R = 16
 
@@ -54,7 +57,7 @@ def _peak_rss_gib() -> float:
 
 def _timer_callback() -> Any:
     # measurement only (wall/CPU per step); the training itself stays plain TRL
-    from aad_kit.training.bench import step_timer
+    from benchmarks.lib.dpo_timing import step_timer
 
     return step_timer()
 
@@ -142,7 +145,7 @@ def build_pairs(model_dir: str, n_pairs: int, completion_tokens: int, out: Path,
     import datasets
     from transformers import AutoTokenizer
 
-    from aad_kit.training.bench import synthetic_preference_dataset
+    from benchmarks.lib.dpo_timing import synthetic_preference_dataset
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     if pairs_dir:
@@ -169,8 +172,8 @@ def build_pairs(model_dir: str, n_pairs: int, completion_tokens: int, out: Path,
 def floors(shape: Any, lens: list[tuple[int, int, int, str]], batch: int, max_length: int,
            gflops: float) -> dict[str, float]:
     """Mean floor seconds per step over the dataset's consecutive batches, with and without
-    a reference forward (``shape``: the model's :class:`~aad_kit.training.flops.ModelShape`)."""
-    from aad_kit.training.flops import floor_report
+    a reference forward (``shape``: the model's :class:`~benchmarks.lib.flops.ModelShape`)."""
+    from benchmarks.lib.flops import floor_report
 
     acc: dict[str, list[float]] = {}
     for start in range(0, len(lens) - batch + 1, batch):
@@ -242,8 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         child_main(a)
         return 0
 
-    from aad_kit.training.dpo import resolve_base_model
-    from aad_kit.training.flops import ModelShape, measure_gemm_gflops
+    from aad_kit.training.base_model import resolve_base_model
+    from benchmarks.lib.flops import ModelShape, measure_gemm_gflops
 
     variants = [v for v in a.variants.split(",") if v]
     unknown = set(variants) - set(VARIANTS)

@@ -11,7 +11,7 @@ Two executors score the same candidates:
 
 - ``pool``: :class:`aad_kit.sandbox.Sandbox`: persistent warm worker interpreters (numpy and
   the setting's instances loaded once), one forked child per candidate;
-- ``one-shot``: :class:`aad_kit.sandbox.oneshot.OneShotSandbox`: what LLM4AD and EoH do, a
+- ``one-shot``: :class:`OneShotSandbox` (child: :mod:`benchmarks.lib.oneshot`): what LLM4AD and EoH do, a
   fresh Python interpreter per candidate, with the *same* isolation (it reuses the pool's
   static check and result handling and the worker's child set-up, wait and classification:
   network namespace, rlimits, uid switch, runtime guard, timeouts, statuses).
@@ -60,15 +60,18 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, TextIO
 
-from aad_kit.code import code_hash
-from aad_kit.profiles import CHEAPEST_SETTING
-from aad_kit.result import EvalResult
-from aad_kit.sandbox import Sandbox, SandboxConfig, isolation, oneshot
-from aad_kit.sandbox.pool import _Prepared, _worker_env
-from aad_kit.sandbox.worker import Worker
-from aad_kit.tasks import TASK_NAMES, get_task
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from aad_kit.code import code_hash  # noqa: E402
+from aad_kit.profiles import CHEAPEST_SETTING  # noqa: E402
+from aad_kit.result import EvalResult  # noqa: E402
+from aad_kit.sandbox import Sandbox, SandboxConfig, isolation  # noqa: E402
+from aad_kit.sandbox.pool import _Prepared, _worker_env  # noqa: E402
+from aad_kit.sandbox.worker import Worker  # noqa: E402
+from aad_kit.tasks import TASK_NAMES, get_task  # noqa: E402
+from benchmarks.lib import oneshot  # noqa: E402 - the child side of the one-shot executor
+
 DEFAULT_RUNS_DIR = ROOT / "runs" / "quick-1"
 
 # One evaluation of a typical candidate takes 0.05-0.5 s on these (see benchmarks/RESULTS.md).
@@ -208,7 +211,7 @@ def build_candidates(
 
 
 # ---------------------------------------------------------------------------------------------
-# the process-per-candidate executor (parent side; the child is aad_kit.sandbox.oneshot)
+# the process-per-candidate executor (parent side; the child is benchmarks.lib.oneshot)
 
 
 def _read_line(fd: int, deadline: float) -> bytes:
@@ -542,19 +545,20 @@ def interpreter_costs(k: int = 10) -> dict[str, float]:
     """Process start-up costs in the workers' clean environment (median ms).
 
     Spawn to exit of: a bare interpreter, one without ``site`` (``-S``), one importing numpy,
-    one importing what the one-shot interpreter imports before its candidate (through
-    :func:`aad_kit.sandbox.oneshot.command`, i.e. without the package ``__init__``), and the
-    same with the ``__init__`` (what ``python -m`` would pay). ``fork_exit_wait``: one fork +
-    ``_exit`` + wait from an interpreter with numpy and instances loaded (what a pool worker
-    does per candidate, without any isolation set-up).
+    one importing what the one-shot interpreter imports before its candidate
+    (:mod:`benchmarks.lib.oneshot`, the worker side of the sandbox: its package ``__init__``
+    is lazy), and the same plus the pool and its cache (what the package ``__init__`` loaded
+    eagerly before it became lazy). ``fork_exit_wait``: one fork + ``_exit`` + wait from an
+    interpreter with numpy and instances loaded (what a pool worker does per candidate,
+    without any isolation set-up).
     """
-    needed = "import numpy, aad_kit.sandbox.oneshot, aad_kit.sandbox.guard, aad_kit.tasks"
+    needed = "import numpy, benchmarks.lib.oneshot, aad_kit.sandbox.guard, aad_kit.tasks"
     programs = {
         "python_bare": ["-c", "pass"],
         "python_no_site": ["-S", "-c", "pass"],
         "numpy": ["-c", "import numpy"],
-        "oneshot_imports": ["-c", oneshot.bootstrap() + needed],
-        "with_package_init": ["-c", needed],
+        "oneshot_imports": ["-c", needed],
+        "with_package_init": ["-c", needed + ", aad_kit.sandbox.pool"],
     }
     with tempfile.TemporaryDirectory(prefix="aad-bench-") as tmp:
         env = _worker_env(tmp)

@@ -74,12 +74,13 @@ def score_answers(task: str, answers: Sequence[dict[str, Any]], sandbox: Any) ->
     import numpy as np
 
     from aad_kit.code import code_hash
+    from aad_kit.sandbox import evaluate
     from aad_kit.search.parsing import parse_answer
     from aad_kit.tasks import get_task
 
     t = get_task(task)
     setting = t.default_setting
-    template = t.evaluate(t.template_program, setting, sandbox=sandbox)
+    template = evaluate(t, t.template_program, setting, sandbox=sandbox)
     template_hash = code_hash(t.template_program)
     parsed = [parse_answer(a["text"], t) for a in answers]
     jobs = [(task, p.code, setting) for p in parsed if p.code is not None]

@@ -5,12 +5,14 @@
 Reports, per task (default setting): LLM samples per minute of wall time (sampling +
 evaluation), the valid-code rate of the generated samples, and the best generated score next
 to the best shipped baseline (seed heuristics are in the population but not counted as
-generated). Writes the databases under --out so the answers can be inspected.
+generated). Writes the databases under --out so the answers can be inspected; ``--json FILE``
+also writes the table (one row per task).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from aad_kit.search import SearchConfig, run_search
 from aad_kit.tasks import TASK_NAMES, get_task
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     quick = get_profile("quick")
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=quick.model)
@@ -32,7 +34,8 @@ def main() -> None:
     ap.add_argument("--tasks", nargs="*", default=list(TASK_NAMES))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/bench-search")
-    args = ap.parse_args()
+    ap.add_argument("--json", type=Path, help="also write the table here")
+    args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
     sampler = make_sampler(args.model)
@@ -60,6 +63,15 @@ def main() -> None:
           f"{'best generated':>14} {'best baseline':>13}  statuses")
     for r in rows:
         print(f"{r[0]:15} {r[1]:16} {r[2]:7d} {r[3]:11.1f} {r[4]:6.0%} {r[5]:14.4f} {r[6]:13.4f}  {r[7]}")
+    keys = ("task", "setting", "samples", "samples_per_min", "valid_rate", "best_generated",
+            "best_baseline", "statuses")
+    result = {"model": args.model, "budget": args.budget,
+              "rows": [dict(zip(keys, (*r[:3], float(r[3]), float(r[4]), float(r[5]), float(r[6]),
+                                       {str(k): int(v) for k, v in r[7].items()}), strict=True))
+                       for r in rows]}
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return result
 
 
 if __name__ == "__main__":

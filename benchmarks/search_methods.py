@@ -10,12 +10,14 @@ the valid-code rate and the samples per minute of wall time (sampling + evaluati
 the mean over seeds per task and method. Databases go under --out: a finished run there is
 reused, not re-sampled (it then shows 0 samples/min; use a fresh --out to time). The first
 run also pays the model's warm-up. A task whose template has no shipped copy runs EoH
-without seeds (its i1 prompt shows the template anyway).
+without seeds (its i1 prompt shows the template anyway). ``--json FILE`` also writes the rows
+(``best`` at each of ``points``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from pathlib import Path
@@ -47,7 +49,7 @@ def _fmt(x: float) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4g}"
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict:
     quick = get_profile("quick")
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=quick.model)
@@ -61,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--reset-period", type=int, default=None,
                     help="FunSearch samples between island resets (default: FunSearchConfig's)")
     ap.add_argument("--out", default="runs/bench-search-methods")
+    ap.add_argument("--json", type=Path, help="also write the rows here")
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
@@ -73,6 +76,10 @@ def main(argv: list[str] | None = None) -> None:
     with Sandbox(SandboxConfig(), cache=False) as sb:  # no result cache: both pay for evaluation
         _run_all(args, sampler, sb, out, points, rows)
     _print_tables(args, points, rows)
+    result = {"model": args.model, "budget": args.budget, "points": points, "rows": rows}
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return result
 
 
 def _run_all(args: argparse.Namespace, sampler: object, sb: Sandbox, out: Path,

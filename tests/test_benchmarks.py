@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.llm_fixtures import llm_cache  # noqa: F401 - pytest fixture
+import pytest
+
+from tests.llm_fixtures import llm_cache, tiny_model_dir  # noqa: F401 - pytest fixtures
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,18 +20,47 @@ def test_pipeline_stages_reports_a_run_directory(tmp_path):
     (run).mkdir()
     stages = {"01_task_definition": {"wall_s": 1.5}, "02_candidate_generation": {"wall_s": 2.0}}
     (run / "manifest.json").write_text(json.dumps({"profile": "smoke", "stages": stages}))
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "pipeline_stages.py"), str(run)],
-                         capture_output=True, text=True, check=True).stdout
-    assert "01_task_definition" in out and "1.5s" in out and "3.5s" in out  # total
+    out_json = tmp_path / "stages.json"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "pipeline_stages.py"), str(run),
+                    "--json", str(out_json)], capture_output=True, text=True, check=True)
+    (row,) = json.loads(out_json.read_text())["runs"]
+    assert row["profile"] == "smoke" and row["run_dir"] == str(run)
+    assert row["stages"] == {"01_task_definition": 1.5, "02_candidate_generation": 2.0}
+    assert row["total_s"] == 3.5
 
 
-def test_eval_per_setting_runs_on_one_task():
-    out = subprocess.run(
+def test_eval_per_setting_runs_on_one_task(tmp_path):
+    from aad_kit.profiles import CHEAPEST_SETTING
+    from aad_kit.tasks import get_task
+
+    out_json = tmp_path / "eval.json"
+    subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "eval_per_setting.py"), "--reps", "1",
-         "--throughput-n", "4", "--tasks", "tsp_construct"],
+         "--throughput-n", "4", "--tasks", "tsp_construct", "--json", str(out_json)],
         capture_output=True, text=True, check=True, timeout=300,
-    ).stdout
-    assert "llm4ad_n50" in out and "speed-up" in out
+    )
+    result = json.loads(out_json.read_text())
+    task = get_task("tsp_construct")
+    assert [r["setting"] for r in result["settings"]] == [
+        name for name, s in task.settings.items() if not s.slow]  # every non-slow setting
+    assert "llm4ad_n50" in {r["setting"] for r in result["settings"]}
+    for r in result["settings"]:
+        assert r["task"] == "tsp_construct" and r["in_process_s"] > 0 and r["sandbox_s"] > 0
+        assert r["ratio"] == r["sandbox_s"] / r["in_process_s"]
+    (t,) = result["throughput"]
+    assert t["setting"] == CHEAPEST_SETTING["tsp_construct"]
+    assert t["workers_1_per_s"] > 0 and t["speedup"] == t["workers_2_per_s"] / t["workers_1_per_s"]
+
+
+def test_sandbox_overhead_reports_every_path():
+    """benchmarks/lib/sandbox_overhead.py (was aad_kit.sandbox.bench), tiny: every figure there."""
+    from benchmarks.lib import sandbox_overhead
+
+    result = sandbox_overhead.run(n=3, n_subprocess=1, n_throughput=4)
+    assert set(result) == {"in_process_run_ms", "in_process_exec_run_ms", "sandbox_fork_ms",
+                           "subprocess_run_ms", "throughput_1_workers_per_s",
+                           "throughput_2_workers_per_s"}
+    assert all(v > 0 for v in result.values()), result
 
 
 def _env_with_tiny_cache(tmp_path: Path, cache: Path) -> dict:
@@ -59,40 +91,78 @@ def test_dpo_step_compares_plain_trl_and_ours_on_the_tiny_model(tmp_path, llm_ca
 
 
 def test_search_benchmark_runs_on_the_tiny_model(tmp_path, llm_cache):  # noqa: F811
+    out_json = tmp_path / "search.json"
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "search_default_model.py"), "--model", "tiny",
          "--budget", "2", "--batch-size", "2", "--max-new-tokens", "16", "--tasks",
-         "tsp_construct", "--out", str(tmp_path / "search")],
+         "tsp_construct", "--out", str(tmp_path / "search"), "--json", str(out_json)],
         capture_output=True, text=True, timeout=600, env=_env_with_tiny_cache(tmp_path, llm_cache),
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "samples/min" in out.stdout and "\ntsp_construct" in out.stdout
+    result = json.loads(out_json.read_text())
+    (row,) = result["rows"]
+    assert row["task"] == "tsp_construct" and row["setting"] == "n50" and row["samples"] == 2
+    assert sum(row["statuses"].values()) == 2 and 0 <= row["valid_rate"] <= 1
+    assert row["samples_per_min"] > 0 and row["best_baseline"] < 0  # TSP: -length
+    assert (tmp_path / "search" / "tsp_construct.sqlite").is_file()
 
 
 def test_dpo_profile_attributes_the_step_on_the_tiny_model(tmp_path, llm_cache):  # noqa: F811
+    out_json = tmp_path / "profile.json"
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "dpo_profile.py"), "--model", "tiny",
-         "--completion-tokens", "40", "--max-length", "2048", "--top", "5"],
+         "--completion-tokens", "40", "--max-length", "2048", "--top", "5",
+         "--json", str(out_json)],
         capture_output=True, text=True, timeout=600, env=_env_with_tiny_cache(tmp_path, llm_cache),
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "prompt sharing on" in out.stdout and "frozen linear layers" in out.stdout
-    assert "matmul" in out.stdout and "GFLOP/s" in out.stdout
+    result = json.loads(out_json.read_text())
+    assert result["model"] == "tiny" and result["prompt_sharing"] is True
+    assert result["step_wall_s"] > 0 and result["self_cpu_s"] > 0
+    assert result["by_kind_s"]["matmul (linear, LoRA, LM head tiles)"] > 0
+    assert sum(result["by_kind_s"].values()) == pytest.approx(result["self_cpu_s"])
+    frozen = result["mm_classes"]["frozen linear layers"]
+    assert frozen["calls"] > 0 and frozen["gflop"] > 0 and frozen["gflop_per_s"] > 0
+    assert len(result["top"]) == 5
 
 
 def test_search_methods_compares_eoh_and_funsearch_on_the_tiny_model(tmp_path, llm_cache):  # noqa: F811
+    out_json = tmp_path / "methods.json"
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "search_methods.py"), "--model", "tiny",
          "--budget", "2", "--batch-size", "2", "--max-new-tokens", "16", "--tasks",
-         "tsp_construct", "--seeds", "0", "1", "--out", str(tmp_path / "methods")],
+         "tsp_construct", "--seeds", "0", "1", "--out", str(tmp_path / "methods"),
+         "--json", str(out_json)],
         capture_output=True, text=True, timeout=600, env=_env_with_tiny_cache(tmp_path, llm_cache),
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    lines = out.stdout.splitlines()
-    assert "samples/min" in out.stdout and "best@2" in out.stdout and "mean over seeds" in out.stdout
-    for method in ("eoh", "funsearch"):
-        for seed in (0, 1):
-            assert any(ln.split()[:3] == ["tsp_construct", method, str(seed)] for ln in lines), out.stdout
+    result = json.loads(out_json.read_text())
+    assert result["points"] == [1, 2]  # budget/4 and budget/2 clipped to >= 1, then budget
+    rows = result["rows"]
+    assert [(r["task"], r["method"], r["seed"]) for r in rows] == [
+        ("tsp_construct", m, s) for m in ("eoh", "funsearch") for s in (0, 1)]
+    for r in rows:
+        assert len(r["best"]) == 2 and 0 <= r["valid"] <= 1 and r["spm"] > 0
+        b1, b2 = r["best"]  # best-so-far cannot get worse with more samples
+        assert math.isnan(b1) or b2 >= b1
+
+
+def test_dpo_timing_helpers_run_on_the_tiny_model(tiny_model_dir):  # noqa: F811
+    """benchmarks/lib/dpo_timing.py (was aad_kit.training.bench) on the tiny model."""
+    import warnings
+
+    from transformers import AutoTokenizer
+
+    from aad_kit.training import validate_preference_dataset
+    from benchmarks.lib.dpo_timing import synthetic_preference_dataset, time_steps
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    ds = synthetic_preference_dataset(4, prompt_tokens=60, completion_tokens=80, tokenizer=tok)
+    assert validate_preference_dataset(ds) == "conversational" and len(ds) == 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = time_steps(str(tiny_model_dir), "ours", steps=2, n_pairs=4, max_length=1024, threads=1)
+    assert len(res["step_s"]) == 2 and res["dtype"] == "float32"
 
 
 def test_model_table_on_the_tiny_model(tmp_path, llm_cache):  # noqa: F811
@@ -119,8 +189,6 @@ def test_sampler_speed_on_the_tiny_model(tmp_path, llm_cache):  # noqa: F811
     with positive rates, hf rows as the ratio baseline, and the tuned rows really sampling
     through the adapter on each engine. Without llama-cpp-python the hf half is checked and
     the llama.cpp half skipped."""
-    import pytest
-
     from aad_kit.llm.llamacpp import llama_cpp_available
 
     out_json = tmp_path / "speed.json"

@@ -392,6 +392,43 @@ def test_interrupted_after_sampling_does_not_sample_again(tmp_path, sandbox):
     assert res.summary["valid_rate"].eq(1.0).all()
 
 
+def test_adapter_fingerprint_is_the_one_adapter_hash_and_older_runs_still_resume(tmp_path, sandbox):
+    """The resume fingerprint records aad_kit.models.adapter_sha256 (the adapter's weights). A
+    run directory written with the old every-file hash resumes without re-sampling; metadata
+    files do not change the model; new weights under the same name are refused."""
+    from aad_kit.evaluation.model_specs import _legacy_adapter_dir_sha256
+    from aad_kit.models import adapter_sha256, sha256_file
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights-v1")
+    run = tmp_path / "run"
+    cfg = make_config(models={"tuned": f"fake:good@adapter={adapter}"}, seeds=(0,))
+
+    def go():
+        return run_generalisation(cfg, run, samplers={"tuned": FakeSampler("good")},
+                                  sandbox=sandbox, progress=False)
+
+    first = go()
+    assert first.answers_sampled == 2 * N  # two tasks, one seed
+    state = json.loads((run / CONFIG_JSON).read_text())
+    recorded = state["models"]["tuned"]["adapter_sha256"]
+    assert recorded == adapter_sha256(adapter) == sha256_file(adapter / "adapter_model.safetensors")
+
+    state["models"]["tuned"]["adapter_sha256"] = _legacy_adapter_dir_sha256(adapter)  # an old run
+    (run / CONFIG_JSON).write_text(json.dumps(state))
+    again = go()
+    assert again.answers_sampled == 0 and again.cells_done == 0
+    assert json.loads((run / CONFIG_JSON).read_text())["models"]["tuned"]["adapter_sha256"] == recorded
+
+    (adapter / "README.md").write_text("model card")  # metadata only: the same model
+    assert go().answers_sampled == 0
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights-v2")  # another model
+    with pytest.raises(ConfigMismatch, match="adapter_sha256"):
+        go()
+
+
 # ------------------------------------------------------------------------- search comparison
 def test_same_budget_search_comparison(tmp_path, sandbox):
     from aad_kit.search import SearchConfig
@@ -435,6 +472,8 @@ def test_real_tiny_model_base_and_adapter(tmp_path, sandbox, use_llm_cache, tiny
     info = json.loads((tmp_path / CONFIG_JSON).read_text())
     assert info["model_info"]["tuned"]["adapter_sha256"]
     assert "adapter_sha256" in info["models"]["tuned"]
+    # one adapter hash: the resume fingerprint is the sampler's (and the DPO manifest's)
+    assert info["models"]["tuned"]["adapter_sha256"] == info["model_info"]["tuned"]["adapter_sha256"]
     for row in res.summary.itertuples():
         assert (row.n_valid == 0) == math.isnan(row.mean_score)
     assert len(res.comparison) == 1

@@ -53,7 +53,7 @@ def test_registry():
             register_strategy(taken, STRATEGIES["random"])
 
     def first_last(pool, n, use_failed):
-        from aad_kit.preference.dar import make_pair
+        from aad_kit.preference.core import make_pair
 
         return [make_pair(pool, 0, len(pool.valid) - 1, "first_last")], []
 
@@ -159,6 +159,9 @@ def test_similarity_measures():
     assert dv.ast_shape(renamed) == dv.ast_shape(v1) and dv.code_similarity(v1, renamed, "shape") == 1.0
     assert dv.ast_shape(family_code(2)) != dv.ast_shape(family_code(7))
     assert dv.ast_shape("def f(:") == "def f(:"  # unparseable: its own shape
+    # regression: an f-string's literal parts stay strings (a teacher program broke stage 4)
+    fstr = dv.ast_shape('def f(x):\n    s = f"a{x + 1}b{3}"\n    return len(s)\n')
+    assert "f'a{v0 + <int>}b{<int>}'" in fstr
     codes = [family_code(f, a, 0, 0) for f in range(len(FAMILIES)) for a in (1, 2)]
     sim = dv.similarity_matrix(codes)
     assert sim.shape == (16, 16) and np.allclose(sim, sim.T) and np.allclose(np.diag(sim), 1)

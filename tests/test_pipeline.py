@@ -60,6 +60,11 @@ def test_smoke_pipeline_writes_every_stage_artifact(smoke_run):
                    "search_best_so_far", "search_outcome_by_operator", "dar_fitness_subsets",
                    "dpo_training_curves", "headline"]:
         assert (smoke_run / "figures" / f"{figure}.png").stat().st_size > 5_000, figure
+    # one page per run, self-contained (issue 15)
+    report = (smoke_run / "report.md").read_text()
+    assert "## Result" in report and "Primary endpoint" in report and "Headline table" in report
+    page = (smoke_run / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 3 and "<table>" in page and "src=\"figures/" not in page
 
 
 def test_task_definition_stage_scores_every_shipped_heuristic(smoke_run):

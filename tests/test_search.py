@@ -11,14 +11,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import psutil
 import pytest
 
 from aad_kit.code import strip_docstring
 from aad_kit.db import AlgorithmDB, RunConfigMismatch
 from aad_kit.llm.base import Completion, GenerationConfig, Sampler
-from aad_kit.prompts import build_prompt
+from aad_kit.prompts import build_prompt, format_answer
 from aad_kit.result import EvalResult, Status
 from aad_kit.sandbox import Sandbox, SandboxConfig
 from aad_kit.search import (
@@ -394,11 +393,63 @@ def test_resume_after_sigkill(tmp_path, sandbox):
     assert resumed == straight
 
 
-def test_population_scores_improve_over_seeds_or_match(tmp_path, sandbox):
-    """Sanity on real scores: the best is at least the best seeded heuristic."""
-    config = make_config(budget=12)
+class FixedProgramSampler:
+    """Answers every prompt with one known program; each answer is a distinct variant (a unique
+    trailing constant: same behaviour, no duplicate), so every answer is evaluated."""
+
+    model_id = "fake/fixed-program"
+
+    def __init__(self, code: str) -> None:
+        self.code = code.rstrip()
+
+    def sample(
+        self, prompts: Sequence[str], n: int = 1, config: GenerationConfig = DEFAULT_GEN
+    ) -> list[list[Completion]]:
+        out = []
+        for i, p in enumerate(prompts):
+            row = []
+            for j in range(n):
+                tag = int.from_bytes(hashlib.sha256(f"{p}|{config.seed}|{i}|{j}".encode()).digest()[:4], "big")
+                code = f"{self.code}\n\n_VARIANT = {tag}\n"
+                text = format_answer("a known program", code)
+                row.append(Completion(text=text, completion_tokens=len(text) // 4))
+            out.append(row)
+        return out
+
+    def info(self) -> dict:
+        return {"backend": "fake", "model_id": self.model_id}
+
+
+@pytest.mark.parametrize("program, beats_the_seeds", [("funsearch_n15_w10", True), ("trivial", False)])
+def test_generated_programs_beat_the_seeds_exactly_when_they_are_better(tmp_path, sandbox, program,
+                                                                      beats_the_seeds):
+    """Real scores with known answers. On n12_w7 the shipped funsearch_n15_w10 program scores
+    above both seeds (trivial, balanced_blocks) and trivial below balanced_blocks (computed
+    in-process below). A sampler that only writes the better program must lift the best
+    generated score above the best seed and make it the run's best; one that only writes the
+    worse program must not (the control: the search cannot invent a better score)."""
+    task = get_task(TASK)
+    shipped = task.heuristics()
+
+    def in_process(name: str) -> float:
+        return task.run(shipped[name].function(task.function_name), SETTING).score
+
+    config = make_config(budget=8)
+    best_seed = max(in_process(n) for n in config.seed_heuristics)
+    expected = in_process(program)
+    assert (expected > best_seed) is beats_the_seeds  # the premise
     with AlgorithmDB(tmp_path / "s.sqlite") as db:
-        res = run_search(config, FakeSampler(), db, sandbox, run_id="s", progress=False)
-        seeds = [r for r in db.records("s") if r.operator == "seed"]
-        assert res.best.score >= max(r.score for r in seeds if r.ok)
-        assert np.isfinite(res.best.score)
+        res = run_search(config, FixedProgramSampler(shipped[program].code), db, sandbox,
+                         run_id="s", progress=False)
+        recs = db.records("s")
+    seeds = [r.score for r in recs if r.operator == "seed" and r.ok]
+    generated = [r.score for r in recs if r.operator != "seed" and r.ok]
+    assert max(seeds) == best_seed
+    assert generated and set(generated) == {expected}  # every answer scored as in-process
+    assert res.best_generated is not None and res.best_generated.score == expected
+    if beats_the_seeds:
+        assert res.best_generated.score > best_seed
+        assert res.best.score == expected and res.best.operator != "seed"
+    else:
+        assert res.best_generated.score < best_seed
+        assert res.best.score == best_seed and res.best.operator == "seed"

@@ -11,7 +11,6 @@ import csv
 import json
 import math
 import os
-import warnings
 from pathlib import Path
 
 import pytest
@@ -27,6 +26,7 @@ from aad_kit.training import (
     validate_preference_dataset,
 )
 from aad_kit.training import dpo as dpo_mod
+from aad_kit.training import runner as runner_mod
 from aad_kit.training.dpo import LOG_COLUMNS, resolve_dtype
 from tests.llm_fixtures import llm_cache, tiny_model_dir  # noqa: F401 - pytest fixtures
 
@@ -118,6 +118,12 @@ def test_two_steps_write_adapter_log_and_manifest(trained, pref_ds, tiny_model_d
     assert list(df["step"]) == [1, 2]
     assert trained.sampler_spec == f"hf:{tiny_model_dir.resolve()}@adapter={trained.adapter_dir}"
     assert load_result(trained.out_dir).global_step == 2
+    # one adapter hash: the manifest's is the one the generalisation study pins its answers to
+    from aad_kit.evaluation.model_specs import spec_fingerprint
+    from aad_kit.models import adapter_sha256
+
+    assert m["adapter"]["sha256"] == adapter_sha256(trained.adapter_dir)
+    assert spec_fingerprint(trained.sampler_spec)["adapter_sha256"] == m["adapter"]["sha256"]
 
 
 def test_adapter_loads_with_stock_peft_and_changes_logits(trained, tiny_model_dir):  # noqa: F811
@@ -185,7 +191,7 @@ def test_resume_continues_from_last_checkpoint_and_skips_finished(pref_ds, tiny_
 def test_interrupted_training_resumes_and_redoes_unsaved_steps(pref_ds, tiny_model_dir, tmp_path,  # noqa: F811
                                                                 monkeypatch):
     out = tmp_path / "run"
-    real = dpo_mod._make_log_callback
+    real = runner_mod._make_log_callback
 
     def interrupting(out_dir, rows, elapsed):
         cb = real(out_dir, rows, elapsed)
@@ -198,14 +204,14 @@ def test_interrupted_training_resumes_and_redoes_unsaved_steps(pref_ds, tiny_mod
         cb.on_log = on_log_then_stop
         return cb
 
-    monkeypatch.setattr(dpo_mod, "_make_log_callback", interrupting)
+    monkeypatch.setattr(runner_mod, "_make_log_callback", interrupting)
     with pytest.raises(KeyboardInterrupt):
         train_dpo(pref_ds, tiny_model_dir, _config(max_steps=4, save_steps=2), out, progress=False)
     m = json.loads((out / "manifest.json").read_text())
     assert m["status"] == "interrupted"
     assert [json.loads(x)["step"] for x in (out / "training_log.jsonl").read_text().splitlines()] == [1, 2, 3]
 
-    monkeypatch.setattr(dpo_mod, "_make_log_callback", real)
+    monkeypatch.setattr(runner_mod, "_make_log_callback", real)
     res = train_dpo(pref_ds, tiny_model_dir, _config(max_steps=4, save_steps=2), out, progress=False)
     assert res.resumed_from_step == 2 and res.global_step == 4
     assert [r["step"] for r in dpo_mod.read_log(out)] == [1, 2, 3, 4]  # step 3 redone once
@@ -291,6 +297,15 @@ def test_dtype_rule_and_profiles(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert resolve_dtype(cfg, "cuda") == "float32"
     assert resolve_dtype(cfg.replace(dtype="bfloat16"), "cpu") == "bfloat16"
+    # the one rule (aad_kit.llm.device) for both purposes: sampling falls back to fp16, not fp32
+    from aad_kit.llm.device import default_dtype
+
+    assert default_dtype("cuda", "training") == "float32" and default_dtype("cuda", "sampling") == "float16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert default_dtype("cuda", "sampling") == default_dtype("cuda", "training") == "bfloat16"
+    assert default_dtype("cpu", "sampling") == default_dtype("cpu", "training") == "float32"
+    with pytest.raises(ValueError, match="purpose"):
+        default_dtype("cpu", "inference")
 
     smoke = config_for_profile("smoke")
     from aad_kit.profiles import get_profile
@@ -319,20 +334,6 @@ def test_precomputed_reference_gives_the_same_first_loss(pref_ds, tiny_model_dir
     res = train_dpo(pref_ds, tiny_model_dir, _config(max_steps=1, precompute_ref_log_probs=True),
                     tmp_path / "pre", progress=False)
     assert res.metrics["loss"] == pytest.approx(math.log(2), abs=1e-4)
-
-
-def test_bench_helpers_run_on_the_tiny_model(tiny_model_dir):  # noqa: F811
-    from transformers import AutoTokenizer
-
-    from aad_kit.training.bench import synthetic_preference_dataset, time_steps
-
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    ds = synthetic_preference_dataset(4, prompt_tokens=60, completion_tokens=80, tokenizer=tok)
-    assert validate_preference_dataset(ds) == "conversational" and len(ds) == 4
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = time_steps(str(tiny_model_dir), "ours", steps=2, n_pairs=4, max_length=1024, threads=1)
-    assert len(res["step_s"]) == 2 and res["dtype"] == "float32"
 
 
 def test_held_out_pairs_are_evaluated_every_eval_steps(pref_ds, tiny_model_dir, tmp_path):  # noqa: F811

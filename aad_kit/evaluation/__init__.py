@@ -2,7 +2,9 @@
 
 * :mod:`~aad_kit.evaluation.generalisation`: base vs tuned on the training setting, held-out
   settings and other tasks (:func:`run_generalisation`, :func:`summarize`,
-  :func:`compare_models`, the optional same-budget search :func:`run_search_comparison`).
+  :func:`compare_models`, the optional same-budget search :func:`run_search_comparison`): the
+  facade over ``grid``, ``model_specs``, ``storage``, ``runner``, ``metrics`` and
+  ``search_comparison``.
 * :mod:`~aad_kit.evaluation.stats`: seeded percentile-bootstrap intervals.
 * :mod:`~aad_kit.evaluation.plots`: the study's figures (imported on use: matplotlib).
 """

@@ -120,7 +120,7 @@ def primary_endpoint(comparison: pd.DataFrame | None, config: Any) -> dict[str, 
 
 def compare_pair(samples: pd.DataFrame, config: Any, a: str, b: str) -> pd.DataFrame | None:
     """``b`` minus ``a`` per setting (``compare_models`` with other names), or None."""
-    from aad_kit.evaluation.generalisation import compare_models
+    from aad_kit.evaluation.metrics import compare_models
 
     if samples is None or samples.empty or not {a, b} <= set(samples["model"]):
         return None

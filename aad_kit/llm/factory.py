@@ -16,6 +16,9 @@ Accepted specs (keyword arguments go to the backend's constructor):
 ``replay:/path/to/file.jsonl``               replay stored completions
 ``/path/to/dir``                             an existing directory: same as ``hf:/path/to/dir``
 ==========================================  ===============================================
+
+The grammar (scheme, target, ``@adapter=``) is :mod:`aad_kit.llm.spec`'s, shared with every
+other place that reads or writes a spec.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from aad_kit.llm.base import Sampler
+from aad_kit.llm.spec import ModelSpec, parse_spec
 
 SPEC_FORMS = (
     "tiny | smollm2-135m | qwen2.5-coder-0.5b | qwen2.5-coder-1.5b (registered models: "
@@ -64,15 +68,13 @@ def default_engine() -> str:
     return "llamacpp" if llama_cpp_available() else "hf"
 
 
-def _split_adapter(target: str, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    base, sep, adapter = target.rpartition("@adapter=")
-    if sep:
-        if not base or not adapter:
-            raise ValueError(f"malformed adapter spec {target!r}: use MODEL@adapter=/path")
-        if kwargs.get("adapter_path"):
-            raise ValueError("adapter given twice (in the spec and as adapter_path=)")
-        return base, {**kwargs, "adapter_path": adapter}
-    return target, kwargs
+def _split_adapter(parsed: ModelSpec, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The target of a parsed local spec, and the backend kwargs with its adapter in them."""
+    if parsed.adapter is None:
+        return parsed.target, kwargs
+    if kwargs.get("adapter_path"):
+        raise ValueError("adapter given twice (in the spec and as adapter_path=)")
+    return parsed.target, {**kwargs, "adapter_path": parsed.adapter}
 
 
 def _unknown(spec: str) -> ValueError:
@@ -94,22 +96,23 @@ def make_sampler(spec: str | Sampler, **kwargs: Any) -> Sampler:
     from aad_kit.models import REGISTRY
 
     spec = spec.strip()
-    scheme, sep, rest = spec.partition(":")
-    if sep and scheme == "hf":
+    parsed = parse_spec(spec)  # the one spec grammar (aad_kit.llm.spec)
+    scheme, rest = parsed.scheme, parsed.target
+    if scheme == "hf":
         from aad_kit.llm.hf import HFSampler
 
-        target, kw = _split_adapter(rest, kwargs)
+        target, kw = _split_adapter(parsed, kwargs)
         if not target:
             raise _unknown(spec)
         return HFSampler(target, **kw)
-    if sep and scheme == "llamacpp":
+    if scheme == "llamacpp":
         from aad_kit.llm.llamacpp import LlamaCppSampler
 
-        target, kw = _split_adapter(rest, kwargs)
+        target, kw = _split_adapter(parsed, kwargs)
         if not target:
             raise _unknown(spec)
         return LlamaCppSampler(target, **kw)
-    if sep and scheme == "openai":
+    if scheme == "openai":
         from aad_kit.llm.openai_compat import OpenAICompatSampler
 
         url, _, model = rest.partition("#")
@@ -119,14 +122,14 @@ def make_sampler(spec: str | Sampler, **kwargs: Any) -> Sampler:
                 f"bad openai spec {spec!r}: use openai:http://HOST:PORT/v1#MODEL_NAME"
             )
         return OpenAICompatSampler(url, model, **kwargs)
-    if sep and scheme == "replay":
+    if scheme == "replay":
         from aad_kit.llm.replay import ReplaySampler
 
         if not rest:
             raise _unknown(spec)
         return ReplaySampler(Path(rest).expanduser(), **kwargs)
 
-    target, kw = _split_adapter(spec, kwargs)
+    target, kw = _split_adapter(parsed, kwargs)
     if target in REGISTRY:
         if default_engine() == "llamacpp":
             from aad_kit.llm.llamacpp import LlamaCppSampler

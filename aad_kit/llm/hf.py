@@ -19,8 +19,9 @@
   oversubscribe the machine), and torch would inherit that and generate on one core; the
   search alternates sampling and evaluation, so while the model runs it should own the CPU.
   The setting is process-wide (torch has no per-model thread count).
-* ``cuda`` when available (bf16 where supported, else fp16), else ``cpu`` in fp32.
-  ``dtype`` (or ``$AAD_KIT_HF_DTYPE``) overrides: on CPUs with AMX/AVX512-BF16 (recent Xeons)
+* ``cuda`` when available (bf16 where supported, else fp16), else ``cpu`` in fp32: the
+  sampling rule of :func:`aad_kit.llm.device.default_dtype`. ``dtype`` (or
+  ``$AAD_KIT_HF_DTYPE``) overrides: on CPUs with AMX/AVX512-BF16 (recent Xeons)
   ``"bfloat16"`` sampled SmolLM2-135M about 1.8x faster at batch 8 than fp32 (2 cores,
   488-token prompt, 200 new tokens: 117.7 vs 64.7 tokens/s end to end; no gain at batch 1;
   ``benchmarks/sampling_engines.py``), at the cost of bf16 rounding; fp32 stays the default.
@@ -37,27 +38,17 @@ from pathlib import Path
 from typing import Any
 
 from aad_kit.llm.base import Completion, GenerationConfig
+from aad_kit.llm.device import default_dtype, default_num_threads, resolve_device
 from aad_kit.prompts import as_messages
 
 _DEFAULT_CONFIG = GenerationConfig()  # frozen: safe as a shared default
 _DTYPES = ("float32", "bfloat16", "float16")
 
 
-def default_num_threads() -> int:
-    """Cores this process may run on (affinity-aware), or ``$AAD_KIT_TORCH_THREADS``."""
-    env = os.environ.get("AAD_KIT_TORCH_THREADS")
-    if env:
-        return max(1, int(env))
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # pragma: no cover - macOS/Windows
-        return max(1, os.cpu_count() or 1)
-
-
 def _adapter_sha256(adapter_dir: Path) -> str | None:
-    from aad_kit.models import combined_sha256, hash_weights
+    from aad_kit.models import adapter_sha256
 
-    return combined_sha256(hash_weights(adapter_dir))
+    return adapter_sha256(adapter_dir)
 
 
 @contextlib.contextmanager
@@ -119,15 +110,12 @@ class HFSampler:
         self.model_path = path
         self._source = str(path) if path is not None else name
 
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = resolve_device(device or "auto")
         dtype = dtype or os.environ.get("AAD_KIT_HF_DTYPE") or None
         if dtype is not None and dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
-        if dtype is None:
-            if self.device.startswith("cuda"):
-                dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-            else:
-                dtype = "float32"
+        if dtype is None:  # the sampling rule of aad_kit.llm.device
+            dtype = default_dtype(self.device, "sampling")
         self.dtype = dtype
         self.num_threads: int | None = None
         if self.device == "cpu":

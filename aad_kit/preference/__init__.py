@@ -12,7 +12,7 @@ The pipeline's entry points: :func:`build_preference_dataset` (database -> Datas
 
 from __future__ import annotations
 
-from aad_kit.preference.dar import (
+from aad_kit.preference.core import (
     Candidate,
     Pair,
     PairConfig,
@@ -21,8 +21,8 @@ from aad_kit.preference.dar import (
     PreferenceDataError,
     assign_subsets,
     build_pool,
-    dar_diverse_pairs,
 )
+from aad_kit.preference.dar import dar_diverse_pairs
 from aad_kit.preference.dataset import (
     METADATA_COLUMNS,
     build_preference_dataset,

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aad_kit.preference.dar import PairConfig, PairSet, PreferenceDataError
+from aad_kit.preference.core import PairConfig, PairSet, PreferenceDataError
 from aad_kit.prompts import as_messages, i1_prompt
 
 METADATA_COLUMNS = (
@@ -63,10 +63,12 @@ def model_uses_chat_template(model: str | None) -> bool:
     """
     if not model:
         return True
-    spec = model.split("@adapter=")[0]
-    if spec.startswith("openai:"):
+    from aad_kit.llm.spec import parse_spec
+
+    parsed = parse_spec(model, strict=False)
+    if parsed.scheme not in ("", "hf"):  # openai takes messages; llamacpp/replay: not inspected
         return True
-    target = spec[3:] if spec.startswith("hf:") else spec
+    target = parsed.target
     if Path(target).is_dir():
         return has_chat_template(target)
     try:

@@ -67,6 +67,14 @@ class _Abstract(ast.NodeTransformer):
         self.generic_visit(node)
         return node
 
+    def visit_JoinedStr(self, node: ast.JoinedStr) -> ast.AST:
+        """An f-string: its literal parts must stay string constants (unparse requires it);
+        only the formatted values are abstracted."""
+        for part in node.values:
+            if isinstance(part, ast.FormattedValue):
+                part.value = self.visit(part.value)
+        return node
+
     def visit_Constant(self, node: ast.Constant) -> ast.AST:
         kind = type(node.value).__name__
         return ast.copy_location(ast.Name(id=f"<{kind}>", ctx=ast.Load()), node)

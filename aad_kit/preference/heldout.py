@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from aad_kit.preference.dar import (
+from aad_kit.preference.core import (
     PairConfig,
     PairSet,
     PreferenceDataError,

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from aad_kit.preference.dar import (
+from aad_kit.preference.core import (
     Candidate,
     Pair,
     PairConfig,

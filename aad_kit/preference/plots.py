@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from aad_kit.preference.dar import PairSet, Pool
+from aad_kit.preference.core import PairSet, Pool
 
 SUBSET_CMAP = "viridis_r"
 STRATEGY_COLORS = {

@@ -21,7 +21,7 @@
                ``i``; more than ``h`` pairs are impossible
 =============  ===============================================================================
 
-All strategies share :class:`~aad_kit.preference.dar.PairConfig` (``n_pairs``, ``seed``,
+All strategies share :class:`~aad_kit.preference.core.PairConfig` (``n_pairs``, ``seed``,
 ``failed_as_rejected`` (not ``dar``: the paper pairs valid programs only), ``strict``). The baselines deliberately have **no** diversity rule and
 no reuse caps (that is what DAR adds); every strategy never repeats a pair and never pairs
 two equal scores. With ``failed_as_rejected`` the failed answers are appended to the ranking
@@ -43,16 +43,16 @@ from typing import Any
 
 import numpy as np
 
-from aad_kit.preference.dar import (
+from aad_kit.preference.core import (
     Pair,
     PairConfig,
     PairSet,
     Pool,
     PreferenceDataError,
-    _dar_draw,
     make_pair,
     run_with_failed_mode,
 )
+from aad_kit.preference.dar import _dar_draw
 from aad_kit.preference.paper_dar import paper_dar_pairs
 
 DrawFn = Callable[[Pool, int, bool], tuple[list[Pair], list[str]]]

@@ -24,14 +24,58 @@ lines in /proc, create empty files in world-writable directories and reach files
 sockets; the memory cap is per process; and since the candidate shares a process with
 ``task.measure``, such a candidate can forge its own score (the OS layers protect the host,
 not the score).
+
+Importing this package is cheap: its names are loaded from their modules on first use, so a
+process that needs only the worker side (``python -m aad_kit.sandbox.worker``, a benchmark's
+process-per-candidate executor) imports the worker, guard, policy and tasks, not the pool and
+its cache. :func:`evaluate` is the one entry point that scores untrusted code for a task
+(:mod:`aad_kit.tasks` does not import the sandbox).
 """
 
 from __future__ import annotations
 
-from aad_kit.sandbox.cache import ResultCache, cache_key
-from aad_kit.sandbox.config import DEFAULT_ALLOWED_IMPORTS, SandboxConfig
-from aad_kit.sandbox.policy import PolicyViolation, check_code
-from aad_kit.sandbox.pool import Sandbox, default_sandbox, evaluate_many, sandbox_info
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from aad_kit.sandbox.cache import ResultCache, cache_key
+    from aad_kit.sandbox.config import DEFAULT_ALLOWED_IMPORTS, SandboxConfig
+    from aad_kit.sandbox.policy import PolicyViolation, check_code
+    from aad_kit.sandbox.pool import (
+        Sandbox,
+        default_sandbox,
+        evaluate,
+        evaluate_many,
+        sandbox_info,
+    )
+
+_HOME = {  # public name -> the module that defines it
+    "ResultCache": "cache",
+    "cache_key": "cache",
+    "DEFAULT_ALLOWED_IMPORTS": "config",
+    "SandboxConfig": "config",
+    "PolicyViolation": "policy",
+    "check_code": "policy",
+    "Sandbox": "pool",
+    "default_sandbox": "pool",
+    "evaluate": "pool",
+    "evaluate_many": "pool",
+    "sandbox_info": "pool",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME))
+
 
 __all__ = [
     "DEFAULT_ALLOWED_IMPORTS",
@@ -42,6 +86,7 @@ __all__ = [
     "cache_key",
     "check_code",
     "default_sandbox",
+    "evaluate",
     "evaluate_many",
     "sandbox_info",
 ]

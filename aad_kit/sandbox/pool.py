@@ -598,7 +598,8 @@ _DEFAULT_LOCK = threading.Lock()
 
 
 def default_sandbox() -> Sandbox:
-    """The shared sandbox used by :meth:`Task.evaluate` (created on first use, closed at exit).
+    """The shared sandbox used by :func:`evaluate` without a ``sandbox`` (created on first use,
+    closed at exit).
 
     Its cache is in memory unless ``AAD_KIT_SANDBOX_CACHE`` names a sqlite file;
     ``AAD_KIT_SANDBOX_WORKERS`` overrides the number of workers.
@@ -621,9 +622,19 @@ def sandbox_info() -> dict[str, Any]:
     return default_sandbox().info()
 
 
+def evaluate(task: str | Task, code: str, setting: str | Setting | None = None,
+             sandbox: Sandbox | None = None) -> EvalResult:
+    """Score untrusted source ``code`` for ``task`` (a :class:`~aad_kit.tasks.Task` or a name)
+    on ``setting`` (default: the task's default setting) in ``sandbox`` (default: the shared
+    :func:`default_sandbox`). The sandboxed counterpart of :meth:`Task.run`, which calls a
+    trusted callable in-process."""
+    t = get_task(task)
+    return (sandbox or default_sandbox()).evaluate(task, code, t.setting(setting).name)
+
+
 def evaluate_many(jobs: Sequence[Job], progress: bool = False) -> list[EvalResult]:
     """:meth:`Sandbox.evaluate_many` on the default sandbox."""
     return default_sandbox().evaluate_many(jobs, progress=progress)
 
 
-__all__ = ["Sandbox", "default_sandbox", "evaluate_many", "sandbox_info"]
+__all__ = ["Sandbox", "default_sandbox", "evaluate", "evaluate_many", "sandbox_info"]

@@ -261,7 +261,7 @@ def _child_main(
     """Set up the isolation of a candidate process, run the candidate, write one JSON line.
 
     Runs in the forked child of a worker, or as the whole of a one-shot interpreter
-    (:mod:`aad_kit.sandbox.oneshot`), which passes the CPU time it used before the candidate
+    (``benchmarks/lib/oneshot.py``), which passes the CPU time it used before the candidate
     as ``cpu_offset_s`` so that RLIMIT_CPU leaves the candidate the same budget.
     """
     memory_fallback = (

@@ -516,12 +516,16 @@ class _Search:
         return [r for r in self.records if r.sample_index is not None and r.sample_index >= 0]
 
     def _tick(self) -> None:
-        if self.bar is None:
-            return
         samples = self.samples()
         valid = [r for r in samples if r.ok and r.duplicate_of is None]
         best = max((r.score for r in self.records if r.ok), default=None)
         ok_rate = sum(r.status == "ok" for r in samples) / max(1, len(samples))
+        from aad_kit.progress import report
+
+        report("search", len(samples), self.config.budget, unit="samples",
+               valid=f"{ok_rate:.0%}", best="-" if best is None else f"{best:.6g}")
+        if self.bar is None:
+            return
         self.bar.set_postfix(
             best="-" if best is None else f"{best:.5g}", valid=f"{ok_rate:.0%}", distinct=len(valid),
             refresh=False,

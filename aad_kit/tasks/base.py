@@ -9,10 +9,13 @@ Two ways to score:
 
 - :meth:`Task.run` calls a *trusted* Python callable in this process (shipped heuristics,
   tests, notebooks explaining the metric).
-- :meth:`Task.evaluate` scores *untrusted source code* in the sandbox; this is what the search
-  and every later stage use.
+- :func:`aad_kit.sandbox.evaluate` (``evaluate(task, code, setting)``) scores *untrusted source
+  code* in the sandbox; this is what the search and every later stage use.
 
 Both end in :meth:`Task.measure`, so a score never depends on which path produced it.
+
+Tasks are pure: this package never imports the sandbox (the sandbox imports tasks, in its
+workers too). :meth:`Task.evaluate` remains as a shorthand for a sandbox the caller holds.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:  # pragma: no cover
     from aad_kit.result import EvalResult
-    from aad_kit.sandbox import Sandbox
 
 
 class InvalidOutput(Exception):
@@ -129,12 +131,18 @@ class Task(ABC):
         return self.measure(fn, self.instances(s), s)
 
     def evaluate(
-        self, code: str, setting: str | Setting | None = None, *, sandbox: Sandbox | None = None
+        self, code: str, setting: str | Setting | None = None, *, sandbox: Any = None
     ) -> EvalResult:
-        """Score untrusted source code in the sandbox (the shared default one if not given)."""
-        from aad_kit.sandbox import default_sandbox
-
-        return (sandbox or default_sandbox()).evaluate(self, code, self.setting(setting).name)
+        """Score untrusted source code in ``sandbox`` (an :class:`aad_kit.sandbox.Sandbox`, or
+        anything with its ``evaluate(task, code, setting)``). Tasks do not import the sandbox,
+        so there is no default here: :func:`aad_kit.sandbox.evaluate` is the entry point that
+        falls back to the shared sandbox."""
+        if sandbox is None:
+            raise TypeError(
+                "Task.evaluate needs sandbox=...; tasks do not import the sandbox. Use "
+                "aad_kit.sandbox.evaluate(task, code, setting) for the shared default sandbox"
+            )
+        return sandbox.evaluate(self, code, self.setting(setting).name)
 
     def heuristics(self) -> dict[str, Heuristic]:
         """The shipped baseline programs in ``data/heuristics/<task>/``."""

@@ -20,10 +20,9 @@ The parent enforces the timeout and classifies a death with the worker's own fun
 ``--probe`` instead builds a real :class:`~aad_kit.sandbox.worker.Worker` and prints its hello
 (plus ``keep_read``): what uid switch and network isolation a worker gets on this machine.
 
-:func:`command` starts the interpreter with ``aad_kit.sandbox`` registered as a bare package
-path, so that it imports only what a candidate process needs (worker, guard, policy, tasks,
-numpy) and not the package ``__init__`` (pool, cache: ~25 ms a candidate that a
-process-per-candidate executor would not pay).
+It imports only what a candidate process needs (worker, isolation, guard, policy, tasks,
+numpy): :mod:`aad_kit.sandbox`'s ``__init__`` loads the pool and its cache only on use, so no
+bootstrapping around it is needed.
 """
 
 from __future__ import annotations
@@ -37,21 +36,11 @@ from aad_kit.sandbox import isolation
 from aad_kit.sandbox.worker import Worker, _child_main
 
 
-def bootstrap() -> str:
-    """Python source that registers ``aad_kit.sandbox`` as a bare package path (no ``__init__``)."""
-    path = os.path.dirname(os.path.abspath(__file__))
-    return (
-        "import sys, types\n"
-        "package = types.ModuleType('aad_kit.sandbox')\n"
-        f"package.__path__ = [{path!r}]\n"
-        "sys.modules['aad_kit.sandbox'] = package\n"
-    )
-
-
 def command(*args: str) -> list[str]:
-    """The argv that starts a one-shot interpreter (``ready_fd``, or ``--probe``)."""
-    main_call = "from aad_kit.sandbox.oneshot import main\nmain(sys.argv[1:])\n"
-    return [sys.executable, "-c", bootstrap() + main_call, *args]
+    """The argv that starts a one-shot interpreter (``ready_fd``, or ``--probe``); it needs the
+    repository root on its path (the sandbox workers' environment has it)."""
+    main_call = "import sys\nfrom benchmarks.lib.oneshot import main\nmain(sys.argv[1:])\n"
+    return [sys.executable, "-c", main_call, *args]
 
 
 def _cpu_used() -> float:

@@ -1,4 +1,5 @@
-"""Overhead of the sandbox on a trivial candidate: ``python -m aad_kit.sandbox.bench``.
+"""Overhead of the sandbox on a trivial candidate: ``python -m benchmarks.lib.sandbox_overhead``
+(from the repository root).
 
 Compares, per evaluation of a one-line candidate on a one-number task:
 
@@ -12,15 +13,21 @@ and the sandbox's throughput (evaluations/second) with 1 and 2 workers.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from aad_kit.tasks.base import InvalidOutput, Measurement, Setting, Task
+ROOT = Path(__file__).resolve().parents[2]  # the repository root: TrivialTask's import path
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from aad_kit.tasks.base import InvalidOutput, Measurement, Setting, Task  # noqa: E402
 
 TRIVIAL = "import numpy as np\n\ndef f(x):\n    return x + 1.0\n"
 
@@ -46,7 +53,8 @@ class TrivialTask(Task):
         return Measurement(metric=y, score=y)
 
 
-REF = f"{__name__}:TrivialTask" if __name__ != "__main__" else "aad_kit.sandbox.bench:TrivialTask"
+REF = (f"{__name__}:TrivialTask" if __name__ != "__main__"
+       else "benchmarks.lib.sandbox_overhead:TrivialTask")
 
 
 def _variant(i: int) -> str:
@@ -90,7 +98,8 @@ def run(n: int = 200, n_subprocess: int = 20, n_throughput: int = 400) -> dict[s
         f"t = get_task({REF!r})\n"
         "g = {}\nexec(sys.stdin.read(), g)\nprint(t.run(g['f']).score)\n"
     )
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", PYTHONPATH=path)
     out["subprocess_run_ms"] = _median_ms(
         lambda i: subprocess.run(
             [sys.executable, "-c", script], input=_variant(i), text=True, capture_output=True,
@@ -111,12 +120,19 @@ def run(n: int = 200, n_subprocess: int = 20, n_throughput: int = 400) -> dict[s
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=200)
-    args = parser.parse_args()
-    for key, value in run(n=args.n).items():
+    parser.add_argument("--n-subprocess", type=int, default=20)
+    parser.add_argument("--n-throughput", type=int, default=400)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    result = run(n=args.n, n_subprocess=args.n_subprocess, n_throughput=args.n_throughput)
+    for key, value in result.items():
         print(f"{key:34s} {value:10.3f}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return result
 
 
 if __name__ == "__main__":

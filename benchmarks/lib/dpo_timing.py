@@ -4,8 +4,8 @@ Used to choose :class:`~aad_kit.training.dpo.DPOTrainingConfig`'s speed defaults
 as the starting point for profiling work. Each variant should run in its own process (thread
 settings and allocator state are process-wide)::
 
-    python -m aad_kit.training.bench --model smollm2-135m --variant trl_defaults --steps 3
-    python -m aad_kit.training.bench --model tiny --variant ours
+    python -m benchmarks.lib.dpo_timing --model smollm2-135m --variant trl_defaults --steps 3
+    python -m benchmarks.lib.dpo_timing --model tiny --variant ours
 
 Variants (all: LoRA r=16 on all linear layers, batch 2, max_length 512 unless overridden):
 
@@ -17,7 +17,7 @@ Variants (all: LoRA r=16 on all linear layers, batch 2, max_length 512 unless ov
   attribute the differences.
 
 ``benchmarks/dpo_step.py`` compares the kit against a plain TRL script; this module is the
-in-package helper (also used by the tests) for single-variant timings.
+benchmarks' helper (also used by the tests) for single-variant timings.
 """
 
 from __future__ import annotations
@@ -141,12 +141,9 @@ def time_steps(base_model: str, variant: str = "ours", steps: int = 3, n_pairs: 
     import torch
     from transformers import AutoTokenizer
 
-    from aad_kit.training.dpo import (
-        DPOTrainingConfig,
-        build_dpo_trainer,
-        default_num_threads,
-        resolve_base_model,
-    )
+    from aad_kit.llm.device import default_num_threads
+    from aad_kit.training import DPOTrainingConfig, build_dpo_trainer
+    from aad_kit.training.base_model import resolve_base_model
 
     base = resolve_base_model(base_model, progress=progress)
     tok = AutoTokenizer.from_pretrained(base.source)

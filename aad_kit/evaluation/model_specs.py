@@ -1,0 +1,106 @@
+"""The models of the generalisation study: which ones to compare (:func:`resolve_models`: the
+base model and, where there is one, base + the run's DPO adapter) and what pins down a model's
+answers under its name (:func:`spec_fingerprint`, compared on resume).
+
+The spec grammar and :func:`with_adapter` are :mod:`aad_kit.llm.spec`'s; the adapter hash is
+:func:`aad_kit.models.adapter_sha256`, the same one the DPO manifest and the samplers' ``info()``
+record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from aad_kit.llm.spec import adapter_of, parse_spec, with_adapter
+from aad_kit.models import adapter_sha256, sha256_file
+
+
+def is_adapter_dir(path: str | os.PathLike[str] | None) -> bool:
+    return bool(path) and (Path(path) / "adapter_config.json").is_file()  # type: ignore[arg-type]
+
+
+def resolve_models(
+    profile: str,
+    run_dir: str | os.PathLike[str] | None = None,
+    *,
+    base_model: str = "",
+    adapter_dir: str | os.PathLike[str] | None = None,
+    tuned_model: str = "",
+) -> tuple[dict[str, str], str]:
+    """``({"base": spec, "tuned": spec}, explanation)``; ``tuned`` is left out when there is
+    no tuned model (no ``tuned_model``, no ``adapter_dir``, no adapter from the run's DPO stage).
+
+    ``base_model`` empty: the profile's model. ``tuned_model`` (a full spec) wins over an
+    adapter. An explicitly given ``adapter_dir`` must be a PEFT adapter directory.
+    """
+    from aad_kit.profiles import get_profile
+
+    base = base_model.strip() or get_profile(profile).model
+    models = {"base": base}
+    if tuned_model.strip():
+        models["tuned"] = tuned_model.strip()
+        return models, f"base: {base}; tuned: {models['tuned']} (given)"
+    if adapter_dir:
+        if not is_adapter_dir(adapter_dir):
+            raise FileNotFoundError(f"{adapter_dir} is not a LoRA adapter directory "
+                                    "(no adapter_config.json)")
+        models["tuned"] = with_adapter(base, adapter_dir)
+        return models, f"base: {base}; tuned: base + adapter {adapter_dir}"
+    from aad_kit.training.runner import run_adapter_dir
+
+    default = run_adapter_dir(run_dir) if run_dir else None
+    if default is not None and is_adapter_dir(default):
+        models["tuned"] = with_adapter(base, default)
+        return models, f"base: {base}; tuned: base + adapter {default} (from the run directory)"
+    where = f"{default}" if default is not None else "<run_dir>/dpo/adapter (no run_dir given)"
+    return models, (
+        f"base: {base}. No tuned model: no tuned_model or adapter_dir was given and there is no "
+        f"adapter at {where}. Only the base model is evaluated; the base-vs-tuned comparison is "
+        "skipped. Run the DPO stage first, or pass adapter_dir / tuned_model."
+    )
+
+
+def spec_fingerprint(spec: str) -> dict[str, Any]:
+    """The spec plus the sha256 of what it points at when that can change under one name
+    (an adapter directory: :func:`aad_kit.models.adapter_sha256`; a replay file)."""
+    fp: dict[str, Any] = {"spec": spec}
+    adapter = adapter_of(spec)
+    if adapter is not None and adapter.is_dir():
+        fp["adapter_sha256"] = adapter_sha256(adapter)
+    parsed = parse_spec(spec, strict=False)
+    if parsed.scheme == "replay" and Path(parsed.target).expanduser().is_file():
+        fp["replay_sha256"] = sha256_file(Path(parsed.target).expanduser())
+    return fp
+
+
+def fingerprints_match(stored: Mapping[str, Any], current: Mapping[str, Any]) -> bool:
+    """Whether a run directory's recorded fingerprint describes the model ``current`` does.
+
+    Run directories written before the adapter hash was unified recorded, as
+    ``adapter_sha256``, a hash over *every* file of the adapter directory
+    (:func:`_legacy_adapter_dir_sha256`); such a record still matches when that old hash of
+    the same directory agrees (the caller then records the current fingerprint)."""
+    if dict(stored) == dict(current):
+        return True
+    differs = {k for k in set(stored) | set(current) if stored.get(k) != current.get(k)}
+    if differs != {"adapter_sha256"}:
+        return False
+    adapter = adapter_of(str(current.get("spec", "")))
+    return (adapter is not None and adapter.is_dir()
+            and stored.get("adapter_sha256") == _legacy_adapter_dir_sha256(adapter))
+
+
+def _legacy_adapter_dir_sha256(path: Path) -> str:
+    """The adapter hash of older run directories: every file's name and sha256 (read only)."""
+    h = hashlib.sha256()
+    for p in sorted(q for q in path.iterdir() if q.is_file()):
+        h.update(f"{p.name}\0{sha256_file(p)}\n".encode())
+    return h.hexdigest()
+
+
+__all__ = ["fingerprints_match", "is_adapter_dir", "resolve_models", "spec_fingerprint",
+           "with_adapter"]
