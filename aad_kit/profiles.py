@@ -92,10 +92,11 @@ PROFILES: dict[str, Profile] = {
         # SmolLM2 as the quick student: its DPO step is ~4x cheaper than the 0.5B coder's
         # (benchmarks/RESULTS.md), which is what fits 45 minutes; cpu-long trains the coder.
         model="smollm2-135m",
-        max_new_tokens=768,
-        dpo=(("max_steps", 40), ("max_length", 1536), ("per_device_train_batch_size", 2),
-             ("gradient_accumulation_steps", 1), ("learning_rate", 5e-5), ("save_steps", 10),
-             ("eval_steps", 10)),
+        max_new_tokens=512,  # SmolLM2 often writes on past its code; longer only costs time
+        heldout_pairs=32,
+        dpo=(("max_steps", 48), ("max_length", 1536), ("per_device_train_batch_size", 2),
+             ("gradient_accumulation_steps", 1), ("learning_rate", 1e-4), ("save_steps", 12),
+             ("eval_steps", 12)),
         eval_samples_per_seed=16,
         eval_seeds=(0, 1),
         search_comparison_runs=0,
