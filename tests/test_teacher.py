@@ -115,3 +115,26 @@ def test_errors_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     assert "admissible_set-n15_w10-qwen2.5-coder-1.5b" in capsys.readouterr().out
     assert teacher.teacher_for("admissible_set").model == "qwen2.5-coder-1.5b"
     assert teacher.teacher_for("no_such_task") is None
+
+
+def test_reference_answers_replay_in_order(spec: TeacherSpec, tmp_path: Path):
+    """The teacher's reference answers: n per seed and task, in a replay file whose records
+    match only their task's prompt; too few answers for the evaluation give no teacher row."""
+    from aad_kit.llm import make_sampler
+    from aad_kit.llm.base import GenerationConfig
+    from aad_kit.prompts import i1_prompt
+
+    path = teacher.make_reference(spec, ["admissible_set", "tsp_construct"], 3, seeds=[0, 1],
+                                  root=tmp_path, sampler=RichFakeSampler(), progress=False)
+    recs = [json.loads(x) for x in path.read_text().splitlines()]
+    assert len(recs) == 12 and [r["task"] for r in recs[:6]] == ["admissible_set"] * 6
+    man = teacher.load_manifest(spec, tmp_path)["reference"]
+    assert man["answers_per_task"] == {"admissible_set": 6, "tsp_construct": 6}
+    assert man["timing"]["admissible_set"]["answers"] == 6 and man["regenerate"].startswith("aad-kit teacher")
+    assert teacher.reference_spec(spec, ["admissible_set"], 7, tmp_path) is None  # would repeat
+    ref = teacher.reference_spec(spec, ["admissible_set", "tsp_construct"], 6, tmp_path)
+    replay = make_sampler(ref)
+    asp = [c.text for c in replay.sample([i1_prompt("admissible_set")], 6, GenerationConfig())[0]]
+    assert asp == [r["text"] for r in recs[:6]]  # the admissible-set answers, in order
+    tsp = replay.sample([i1_prompt("tsp_construct")], 1, GenerationConfig())[0][0].text
+    assert tsp == recs[6]["text"]
