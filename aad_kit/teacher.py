@@ -201,6 +201,8 @@ def export(spec: TeacherSpec, db: AlgorithmDB, root: Path | None = None,
     samples = [r for r in records if r.sample_index is not None and r.sample_index >= 0]
     valid = [r for r in samples if r.ok and r.duplicate_of is None]
     first_manifest = runs[0].manifest if runs else {}
+    old_path = out / MANIFEST_FILE
+    old = json.loads(old_path.read_text(encoding="utf-8")) if old_path.is_file() else {}
     manifest = {
         "name": spec.name,
         "spec": asdict(spec),
@@ -223,6 +225,8 @@ def export(spec: TeacherSpec, db: AlgorithmDB, root: Path | None = None,
         "regenerate": f"aad-kit teacher build {spec.name}",
         **{k: v for k, v in base_manifest().items() if k in
            ("aad_kit_version", "evaluator_version", "git_commit", "python", "platform", "packages")},
+        # the reference answers are made by another command; an export must not drop them
+        **({"reference": old["reference"]} if "reference" in old else {}),
     }
     tmpm = out / (MANIFEST_FILE + ".tmp")
     tmpm.write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
@@ -334,7 +338,8 @@ def make_reference(spec: TeacherSpec | str, tasks: Sequence[str], n: int, *, see
         "model": info, "created_at": now_iso(),
         "timing": {**(man.get("reference") or {}).get("timing", {}), **timing},
         "machine": _machine(),
-        "regenerate": f"aad-kit teacher reference {spec.name} --tasks {' '.join(sorted(counts))} --n {n}",
+        "regenerate": (f"aad-kit teacher reference {spec.name} --tasks {' '.join(sorted(counts))} --n {n}"
+                       f" --seeds {' '.join(map(str, seeds))} --max-new-tokens {max_new_tokens}"),
     }
     man_path.write_text(json.dumps(man, indent=2, default=str) + "\n", encoding="utf-8")
     return path

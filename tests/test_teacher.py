@@ -138,3 +138,16 @@ def test_reference_answers_replay_in_order(spec: TeacherSpec, tmp_path: Path):
     assert asp == [r["text"] for r in recs[:6]]  # the admissible-set answers, in order
     tsp = replay.sample([i1_prompt("tsp_construct")], 1, GenerationConfig())[0][0].text
     assert tsp == recs[6]["text"]
+
+
+def test_extending_the_database_keeps_the_reference_answers(spec: TeacherSpec, tmp_path: Path):
+    """``teacher build`` rewrites the manifest after every batch; the reference answers are
+    another command's output, so a later build must keep their entry (and file)."""
+    teacher.build(spec, root=tmp_path, sampler=RichFakeSampler(), progress=False)
+    teacher.make_reference(spec, ["admissible_set"], 2, seeds=[0], max_new_tokens=256,
+                           root=tmp_path, sampler=RichFakeSampler(), progress=False)
+    ref = teacher.load_manifest(spec, tmp_path)["reference"]
+    assert ref["regenerate"].endswith("--seeds 0 --max-new-tokens 256")
+    m = teacher.build(spec, root=tmp_path, seeds=(0, 1), sampler=RichFakeSampler(), progress=False)
+    assert len(m["runs"]) == 2 and m["reference"] == ref
+    assert teacher.reference_path(spec, tmp_path).is_file()
