@@ -169,6 +169,17 @@ def tasks_for(profile: str) -> list[str]:  # noqa: ARG001 - every profile covers
     return list(TASK_NAMES)
 
 
+def training_target(profile: str, task: str | None = None, setting: str | None = None) -> tuple[str, str]:
+    """``(task, setting)`` a run searches and trains on: the profile's unless overridden; a
+    task other than the profile's gets its own default setting (the profile's setting names
+    belong to the profile's task)."""
+    p = get_profile(profile)
+    t = get_task(task or p.search_task)
+    if not setting and t.name == get_task(p.search_task).name:
+        setting = p.search_setting
+    return t.name, t.setting(setting or None).name
+
+
 def evaluation_grid(profile: str, train_task: str | None = None, train_setting: str | None = None
                     ) -> tuple[str, str, list[str], list[tuple[str, str]]]:
     """``(train_task, train_setting, held_out_settings, other_task_settings)``: the profile's
@@ -176,8 +187,8 @@ def evaluation_grid(profile: str, train_task: str | None = None, train_setting: 
     two cheapest other non-slow settings as held out and the profile's training task as the
     other task. Stage 4 (held-out pairs) and stage 6 (the evaluation) both read it."""
     p = get_profile(profile)
-    task = get_task(train_task or p.search_task)
-    train = task.setting(train_setting if train_task else (train_setting or p.search_setting)).name
+    task_name, train = training_target(profile, train_task, train_setting)
+    task = get_task(task_name)
     if task.name == get_task(p.search_task).name:
         held = [task.setting(s).name for s in p.eval_held_out if task.setting(s).name != train]
         others = [(get_task(t).name, get_task(t).setting(s).name) for t, s in p.eval_other]
