@@ -28,7 +28,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,20 @@ class TeacherSpec:
     temperature: float = 0.8
     seed_heuristics: tuple[str, ...] = ("trivial",)  # the template only: no published programs
     description: str = ""
+    path: str | None = None  # an export outside data/teacher (a user's own database); None: shipped
+
+    @classmethod
+    def from_export(cls, directory: str | os.PathLike[str]) -> TeacherSpec:
+        """The spec of an exported database directory (``algorithms.jsonl.gz`` + manifest),
+        e.g. one built elsewhere with ``teacher.build(spec, root=...)``."""
+        d = Path(directory)
+        man_path = d / MANIFEST_FILE
+        if not man_path.is_file() or not (d / RECORDS_FILE).is_file():
+            raise FileNotFoundError(f"{d} is not a teacher database export (needs {RECORDS_FILE} and {MANIFEST_FILE})")
+        raw = json.loads(man_path.read_text(encoding="utf-8")).get("spec") or {}
+        known = {f.name for f in fields(cls)} - {"path"}
+        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in known}
+        return cls(**kw, path=str(d.resolve()))
 
     def run_id(self, seed: int) -> str:
         return f"teacher-{self.name}-seed{seed}"
@@ -89,10 +103,13 @@ TEACHERS: dict[str, TeacherSpec] = {
 
 
 def get_teacher(name: str) -> TeacherSpec:
-    try:
+    """A registered (shipped) teacher database by name, or an export directory by path."""
+    if name in TEACHERS:
         return TEACHERS[name]
-    except KeyError:
-        raise KeyError(f"unknown teacher database {name!r}; known: {', '.join(TEACHERS)}") from None
+    if os.sep in name or Path(name).is_dir():
+        return TeacherSpec.from_export(name)
+    raise KeyError(f"unknown teacher database {name!r}; known: {', '.join(TEACHERS)} "
+                   f"(or the path of an exported database directory)")
 
 
 def teacher_for(task: str) -> TeacherSpec | None:
@@ -104,6 +121,8 @@ def teacher_for(task: str) -> TeacherSpec | None:
 
 
 def data_dir(spec: TeacherSpec, root: Path | None = None) -> Path:
+    if spec.path and root is None:
+        return Path(spec.path)
     return (root or DATA_DIR) / spec.name
 
 
@@ -175,7 +194,7 @@ def import_teacher_db(db: AlgorithmDB, spec: TeacherSpec | str, root: Path | Non
     man = load_manifest(spec, root)
     configs = {r["run_id"]: r["config"] for r in man.get("runs", [])}
     import_into(db, load_records(spec, root), configs,
-                manifest={"imported_from": f"data/teacher/{spec.name}", "teacher_manifest": man})
+                manifest={"imported_from": spec.path or f"data/teacher/{spec.name}", "teacher_manifest": man})
     return [r["run_id"] for r in man.get("runs", [])]
 
 
@@ -205,7 +224,7 @@ def export(spec: TeacherSpec, db: AlgorithmDB, root: Path | None = None,
     old = json.loads(old_path.read_text(encoding="utf-8")) if old_path.is_file() else {}
     manifest = {
         "name": spec.name,
-        "spec": asdict(spec),
+        "spec": {k: v for k, v in asdict(spec).items() if k != "path"},
         "task": spec.task,
         "setting": spec.setting,
         "model": model_info or first_manifest.get("model"),

@@ -196,3 +196,37 @@ def write_llama_gguf(model_dir: Path, path: Path) -> Path:
     from aad_kit.gguf_io import write_llama_gguf as write
 
     return write(model_dir, path)
+
+
+def cvrp_answer(h: int) -> str:
+    """A valid CVRP next-node rule whose weights come from ``h``: distance, demand and the
+    pull back to the depot mixed differently, so different ``h`` give different scores."""
+    a, b, c = (h % 7) / 4, (h // 7 % 5) / 5, (h // 35 % 3) / 3
+    return (
+        "```python\n"
+        "import numpy as np\n\n\n"
+        "def select_next_node(current_node, depot, unvisited_nodes, rest_capacity, demands, distance_matrix):\n"
+        "    d = distance_matrix[current_node, unvisited_nodes]\n"
+        "    back = distance_matrix[depot, unvisited_nodes]\n"
+        f"    score = d - {a} * demands[unvisited_nodes] / (rest_capacity + 1) + {b} * back - {c} * d * back\n"
+        "    return int(unvisited_nodes[np.argmin(score)])\n"
+        "```\n"
+    )
+
+
+class CVRPFakeSampler:
+    """Deterministic fake model answering every prompt with a valid CVRP rule
+    (:func:`cvrp_answer`), for building a small CVRP teacher database without a model."""
+
+    model_id = "fake/cvrp-weights-1"
+
+    def sample(self, prompts, n=1, config=None):  # noqa: ANN001, ANN201
+        from aad_kit.llm.base import Completion
+
+        seed = getattr(config, "seed", 0)
+        return [[Completion(text=cvrp_answer(int.from_bytes(hashlib.sha256(f"{p}|{seed}|{i}|{j}".encode())
+                                                             .digest()[:8], "big")), completion_tokens=80)
+                 for j in range(n)] for i, p in enumerate(prompts)]
+
+    def info(self) -> dict[str, Any]:
+        return {"backend": "fake", "model_id": self.model_id, "sha256": "0" * 64}

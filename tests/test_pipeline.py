@@ -174,6 +174,54 @@ def test_dar_dpo_and_generalisation_stages_chain_through_the_run_directory(smoke
     assert layout.output("04_dar_sampling", "strategy", path=False) == "dar"
 
 
+@pytest.fixture(scope="module")
+def cvrp_funsearch_run(tmp_path_factory) -> Path:
+    """Issue 14: a run on CVRP with the student searching by FunSearch islands, the teacher
+    data a user's own export (built here with a fake CVRP model: ``teacher_db`` takes a path)."""
+    from aad_kit import teacher
+    from tests.llm_fixtures import CVRPFakeSampler
+
+    root = tmp_path_factory.mktemp("cvrp")
+    spec = teacher.TeacherSpec(name="cvrp-fake", task="cvrp_construct", setting="n50_c40", model="tiny",
+                               seeds=(0,), budget_per_run=24, population_size=8, batch_size=8,
+                               seed_heuristics=("nearest_neighbour",))
+    teacher.build(spec, root=root, sampler=CVRPFakeSampler(), progress=False)
+    run_dir = root / "run"
+    args = ["run", "--profile", "smoke", "--run-dir", str(run_dir), "-p", "task=cvrp_construct",
+            "-p", "search_method=funsearch", "-p", f"teacher_db={root / spec.name}"]
+    assert cli_main(args) == 0
+    return run_dir
+
+
+def test_cvrp_with_funsearch_runs_through_all_six_stages(cvrp_funsearch_run: Path):
+    from aad_kit.db import AlgorithmDB
+    from aad_kit.run_layout import RunLayout
+
+    layout = RunLayout.of(cvrp_funsearch_run)
+    o2 = layout.outputs("02_candidate_generation")
+    assert o2["train_task"] == "cvrp_construct" and o2["train_setting"] == "n50_c40"
+    with AlgorithmDB(layout.database) as db:
+        df = db.to_dataframe()
+    student = df[df["run_id"].isin(o2["search_runs"])]
+    assert len(student) >= 8 and set(student["task"]) == {"cvrp_construct"}
+    assert student["notes"].astype(str).str.contains("island").any()  # FunSearch's islands
+    assert layout.output("04_dar_sampling", "strategy", path=False) == "dar"
+    assert (layout.output("05_dpo_training", "adapter") / "adapter_config.json").is_file()
+    summary = pd.read_csv(cvrp_funsearch_run / "generalisation_summary.csv")
+    train = summary[summary["role"] == "train"]
+    assert set(train["task"]) == {"cvrp_construct"} and {"base", "tuned"} <= set(summary["model"])
+    assert set(summary.loc[summary["role"] == "other_task", "task"]) == {"admissible_set"}
+    assert "teacher" not in set(summary["model"])  # a user's export ships no reference answers
+
+
+def test_a_run_with_no_data_to_learn_from_stops_in_stage_2(tmp_path):
+    """No teacher database for the task and no search budget: stage 2 says so instead of
+    stage 4 finding an empty database."""
+    with pytest.raises(StageFailed, match="nothing to learn from.*-p budget"):
+        run_pipeline("smoke", tmp_path / "r", stages=["02_candidate_generation"], progress=False,
+                     params={"task": "cvrp_construct", "budget": 0})
+
+
 def test_a_stage_without_its_input_says_which_stage_and_why(tmp_path):
     """Regression (issue 11): with no pairs from stage 4, stage 5 said "run stage 4 first";
     it now names stage 4 and the reason stage 4 recorded."""

@@ -151,3 +151,20 @@ def test_extending_the_database_keeps_the_reference_answers(spec: TeacherSpec, t
     m = teacher.build(spec, root=tmp_path, seeds=(0, 1), sampler=RichFakeSampler(), progress=False)
     assert len(m["runs"]) == 2 and m["reference"] == ref
     assert teacher.reference_path(spec, tmp_path).is_file()
+
+
+def test_an_export_directory_is_a_teacher_database_by_path(spec: TeacherSpec, tmp_path: Path):
+    """A user's own database (built elsewhere, copied here) is used by its path: the spec is
+    read back from the manifest, records import as the shipped ones do."""
+    teacher.build(spec, root=tmp_path, sampler=RichFakeSampler(), progress=False)
+    d = tmp_path / spec.name
+    got = teacher.get_teacher(str(d))
+    assert (got.task, got.setting, got.seeds, got.path) == (spec.task, spec.setting, spec.seeds, str(d.resolve()))
+    assert "path" not in teacher.load_manifest(got)["spec"]  # no machine-local path shipped
+    with AlgorithmDB(tmp_path / "run.sqlite") as db:
+        assert teacher.import_teacher_db(db, str(d)) == [spec.run_id(0)]
+        assert len(db.records(spec.run_id(0))) == 17
+    with pytest.raises(FileNotFoundError, match="not a teacher database export"):
+        teacher.get_teacher(str(tmp_path))
+    with pytest.raises(KeyError, match="or the path of an exported database"):
+        teacher.get_teacher("no-such-db")
