@@ -222,6 +222,23 @@ def test_a_run_with_no_data_to_learn_from_stops_in_stage_2(tmp_path):
                      params={"task": "cvrp_construct", "budget": 0})
 
 
+def test_the_run_writes_tensorboard_events_for_search_and_dpo(smoke_run):
+    """Issue 15: ``tensorboard --logdir runs/<id>`` shows each search's best-so-far and valid
+    rate (the teacher's imported runs too) and the DPO curves, with no option set."""
+    from aad_kit.run_layout import RunLayout
+    from aad_kit.tracking import read_scalars
+
+    layout = RunLayout.of(smoke_run)
+    o2 = layout.outputs("02_candidate_generation")
+    runs = {d.name for d in (layout.tensorboard / "search").iterdir()}
+    assert set(o2["search_runs"]) | set(o2["teacher_runs"]) <= runs
+    student = read_scalars(layout.tensorboard / "search" / o2["search_runs"][0])
+    assert [s for s, _ in student["search/valid_rate"]] == list(range(1, 9))  # smoke budget 8
+    dpo = read_scalars(layout.tensorboard / "dpo")
+    assert [s for s, _ in dpo["train/loss"]] == [1, 2, 3, 4]  # smoke: 4 steps
+    assert dpo["eval/rewards/accuracies"]  # held-out pairs every eval_steps
+
+
 def test_a_stage_without_its_input_says_which_stage_and_why(tmp_path):
     """Regression (issue 11): with no pairs from stage 4, stage 5 said "run stage 4 first";
     it now names stage 4 and the reason stage 4 recorded."""
