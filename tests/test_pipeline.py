@@ -214,6 +214,16 @@ def test_cvrp_with_funsearch_runs_through_all_six_stages(cvrp_funsearch_run: Pat
     assert "teacher" not in set(summary["model"])  # a user's export ships no reference answers
 
 
+def test_progress_streams_with_a_relative_run_dir(tmp_path, monkeypatch, capsys):
+    """Regression (issue 15): with a relative ``--run-dir`` (``make demo``'s default) the
+    kernel, which runs inside the run directory, wrote its progress events to a path relative
+    to that directory, so the terminal showed none."""
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["run", "--profile", "smoke", "--run-dir", "runs/rel", "--stage", "02_candidate_generation"]) == 0
+    err = capsys.readouterr().err
+    assert "[search] 8/8" in err and "samples/min" in err
+
+
 def test_a_run_with_no_data_to_learn_from_stops_in_stage_2(tmp_path):
     """No teacher database for the task and no search budget: stage 2 says so instead of
     stage 4 finding an empty database."""
