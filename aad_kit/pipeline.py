@@ -198,7 +198,7 @@ def run_pipeline(
         out_nb = run_path / "notebooks" / stage.notebook.name
         print(f"[aad-kit] {stage.name}: {stage.title} ...", flush=True)
         t0 = time.perf_counter()
-        progress_file = run_path / "progress.jsonl"
+        progress_file = (run_path / "progress.jsonl").resolve()  # the kernel runs in run_path
         previous = os.environ.get(PROGRESS_ENV)
         os.environ[PROGRESS_ENV] = str(progress_file)  # the kernel inherits it
         follower = Follower(progress_file) if verbosity >= 1 else contextlib.nullcontext()

@@ -17,6 +17,8 @@ Artifacts (relative to the run directory)::
     preference/pairs_<strategy>/  training pairs (datasets.save_to_disk) + .jsonl + .summary.json
     preference/heldout_pairs/     pairs from held-out settings (DPO's held-out accuracy)
     dpo/                          adapter/, checkpoints/, training_log.*, manifest.json
+    tensorboard/search/<run id>/  TensorBoard events of each search (aad_kit.tracking)
+    tensorboard/dpo/              TensorBoard events of the DPO training
     generalisation_*              the evaluation study's tables (aad_kit.evaluation)
 """
 
@@ -72,6 +74,10 @@ class RunLayout:
     @property
     def tables(self) -> Path:
         return self.root / "tables"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
 
     @property
     def preference(self) -> Path:

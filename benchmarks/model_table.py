@@ -56,6 +56,12 @@ def answers_from_reference(teacher_name: str, task: str) -> tuple[list[dict[str,
     return recs, (timing or {}).get("seconds")
 
 
+def teacher_manifest(name: str) -> dict[str, Any]:
+    from aad_kit import teacher
+
+    return teacher.load_manifest(name)
+
+
 def sample_answers(sampler: Any, task: str, seeds: Sequence[int], n: int, max_new_tokens: int
                    ) -> tuple[list[dict[str, Any]], float]:
     from aad_kit.llm import GenerationConfig
@@ -141,22 +147,26 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 from aad_kit.teacher import get_teacher
 
                 ref = args.reference_teacher if get_teacher(args.reference_teacher).model == model else None
-            sampler = None if ref else make_sampler(model, batch_size=args.parallel)
+            sampler = None
             for task in args.tasks:
-                if ref:
-                    answers, wall = answers_from_reference(ref, task)
+                answers, wall = answers_from_reference(ref, task) if ref else ([], None)
+                if answers:
                     source = f"reference answers of {ref}"
-                else:
+                else:  # no reference for this model and task: sample now
+                    sampler = sampler or make_sampler(model, batch_size=args.parallel)
                     answers, wall = sample_answers(sampler, task, args.seeds, args.n, args.max_new_tokens)
                     source = "sampled now"
-                row = {"model": model, "engine": (sampler.info().get("backend") if sampler else "reference"),
+                row = {"model": model, "engine": "reference" if source != "sampled now" else sampler.info().get("backend"),
                        **score_answers(task, answers, sandbox), "wall_s": wall, "source": source}
                 row["valid_per_min"] = 60.0 * row["valid"] / wall if wall else float("nan")
+                row["max_new_tokens"] = (args.max_new_tokens if source == "sampled now" else
+                                         ((teacher_manifest(ref).get("reference") or {}).get("sampling") or {})
+                                         .get("max_new_tokens"))
                 rows.append(row)
                 print(json.dumps(row), flush=True)
             if sampler is not None and hasattr(sampler, "close"):
                 sampler.close()
-    cols = ["model", "task", "answers", "valid_rate", "template_copies", "template_score_share",
+    cols = ["model", "task", "max_new_tokens", "answers", "valid_rate", "template_copies", "template_score_share",
             "mean_valid_score", "best_valid_score", "template_score", "better_than_template",
             "tokens_per_answer", "cut_share", "wall_s", "valid_per_min"]
     print("\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))

@@ -180,6 +180,7 @@ def test_model_table_on_the_tiny_model(tmp_path, llm_cache):  # noqa: F811
         result = json.loads(out_json.read_text())
         (row,) = result["rows"]
         assert row["model"] == "tiny" and row["answers"] == 2 and 0 <= row["valid_rate"] <= 1
+        assert row["source"] == "sampled now" and row["max_new_tokens"] == 8
         assert row["template_score"] < 0 and row["tokens_per_answer"] <= 8  # TSP: -length
         assert result["answer_format"] == fmt and result["machine"]["cpu_count"] >= 1
 

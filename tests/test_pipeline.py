@@ -214,12 +214,39 @@ def test_cvrp_with_funsearch_runs_through_all_six_stages(cvrp_funsearch_run: Pat
     assert "teacher" not in set(summary["model"])  # a user's export ships no reference answers
 
 
+def test_progress_streams_with_a_relative_run_dir(tmp_path, monkeypatch, capsys):
+    """Regression (issue 15): with a relative ``--run-dir`` (``make demo``'s default) the
+    kernel, which runs inside the run directory, wrote its progress events to a path relative
+    to that directory, so the terminal showed none."""
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["run", "--profile", "smoke", "--run-dir", "runs/rel", "--stage", "02_candidate_generation"]) == 0
+    err = capsys.readouterr().err
+    assert "[search] 8/8" in err and "samples/min" in err
+
+
 def test_a_run_with_no_data_to_learn_from_stops_in_stage_2(tmp_path):
     """No teacher database for the task and no search budget: stage 2 says so instead of
     stage 4 finding an empty database."""
     with pytest.raises(StageFailed, match="nothing to learn from.*-p budget"):
         run_pipeline("smoke", tmp_path / "r", stages=["02_candidate_generation"], progress=False,
                      params={"task": "cvrp_construct", "budget": 0})
+
+
+def test_the_run_writes_tensorboard_events_for_search_and_dpo(smoke_run):
+    """Issue 15: ``tensorboard --logdir runs/<id>`` shows each search's best-so-far and valid
+    rate (the teacher's imported runs too) and the DPO curves, with no option set."""
+    from aad_kit.run_layout import RunLayout
+    from aad_kit.tracking import read_scalars
+
+    layout = RunLayout.of(smoke_run)
+    o2 = layout.outputs("02_candidate_generation")
+    runs = {d.name for d in (layout.tensorboard / "search").iterdir()}
+    assert set(o2["search_runs"]) | set(o2["teacher_runs"]) <= runs
+    student = read_scalars(layout.tensorboard / "search" / o2["search_runs"][0])
+    assert [s for s, _ in student["search/valid_rate"]] == list(range(1, 9))  # smoke budget 8
+    dpo = read_scalars(layout.tensorboard / "dpo")
+    assert [s for s, _ in dpo["train/loss"]] == [1, 2, 3, 4]  # smoke: 4 steps
+    assert dpo["eval/rewards/accuracies"]  # held-out pairs every eval_steps
 
 
 def test_a_stage_without_its_input_says_which_stage_and_why(tmp_path):

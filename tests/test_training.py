@@ -354,3 +354,12 @@ def test_held_out_pairs_are_evaluated_every_eval_steps(pref_ds, tiny_model_dir, 
     assert m["eval_dataset"]["rows"] == 4 and m["identity"]["eval_dataset_sha256"]
     with pytest.raises(ValueError, match="eval_steps"):
         _config(eval_steps=0)
+    # the same curves as TensorBoard events (on by default): train loss per step, held-out
+    # preference accuracy per eval step, in the output's tensorboard/ directory
+    from aad_kit.tracking import read_scalars
+
+    assert m["tracking"] == {"report_to": ["tensorboard"], "tensorboard_dir": str(tmp_path / "ev" / "tensorboard")}
+    tb = read_scalars(tmp_path / "ev" / "tensorboard")
+    assert [s for s, _ in tb["train/loss"]] == [1, 2, 3, 4]
+    assert [s for s, _ in tb["eval/rewards/accuracies"]] == [2, 4]
+    assert [v for _, v in tb["eval/rewards/accuracies"]] == pytest.approx(list(ev["eval_rewards/accuracies"]))

@@ -14,6 +14,7 @@ from typing import Any
 RESUMABLE_FIELDS = frozenset({
     "max_steps", "num_train_epochs", "save_steps", "save_total_limit", "logging_steps",
     "torch_threads", "gradient_checkpointing", "precompute_ref_log_probs", "share_prompt_prefix",
+    "report_to",
 })
 
 
@@ -75,6 +76,10 @@ class DPOTrainingConfig:
     None: no evaluation. The log then holds ``eval_rewards/accuracies`` etc. per eval step."""
     save_total_limit: int | None = 2
     """Newest checkpoints kept (None: all)."""
+    report_to: str = "auto"
+    """Trackers (:mod:`aad_kit.tracking`): "auto" (TensorBoard event files in the output's
+    ``tensorboard/`` when the package is installed), "none", "tensorboard", "wandb" or a
+    comma-separated list."""
 
     # --- device and speed (aad_kit.training.trainer's docstring; aad_kit.llm.device)
     device: str = "auto"
@@ -130,6 +135,12 @@ class DPOTrainingConfig:
         need(self.dtype in ("auto", "float32", "bfloat16"),
              f"dtype must be auto, float32 or bfloat16 (got {self.dtype!r})")
         need(self.torch_threads is None or self.torch_threads >= 1, "torch_threads must be >= 1")
+        try:
+            from aad_kit.tracking import parse_report_to
+
+            parse_report_to(self.report_to)
+        except ValueError as err:
+            problems.append(f"report_to: {err}")
         if problems:
             raise ValueError("invalid DPOTrainingConfig: " + "; ".join(problems))
         if isinstance(self.lora_target_modules, list):  # JSON round trip gives lists

@@ -207,6 +207,7 @@ def train_dpo(
     progress: bool = True,
     callbacks: Sequence[Any] = (),
     eval_dataset: Any = None,
+    tensorboard_dir: str | os.PathLike[str] | None = None,
 ) -> TrainingResult:
     """Train a LoRA adapter on ``base_model`` with DPO on ``dataset``; see the module docstring.
 
@@ -218,6 +219,8 @@ def train_dpo(
     a local checkpoint directory or a hub id. ``resume``: continue an interrupted (or extend
     a finished) training in ``out_dir``; ``False`` starts over. ``progress``: show tqdm bars.
     ``callbacks``: extra ``transformers.TrainerCallback`` objects (e.g. a benchmark's timer).
+    ``tensorboard_dir``: where TensorBoard event files go when ``config.report_to`` asks for
+    them (default ``out_dir/tensorboard``).
     """
     t_call = time.perf_counter()
     config = config or DPOTrainingConfig()
@@ -276,10 +279,13 @@ def train_dpo(
 
     threads = config.torch_threads or default_num_threads()
     manifest: dict[str, Any] = {}
+    from aad_kit.tracking import dpo_tracking
+
+    track_cbs, report_to, tracking = dpo_tracking(config.report_to, tensorboard_dir or out / "tensorboard")
     with _torch_threads(threads if resolve_device(config) == "cpu" else None):
         trainer, setup = build_dpo_trainer(ds, base, config, out / CHECKPOINT_DIR,
-                                           progress=progress, callbacks=[log_cb, *callbacks],
-                                           eval_dataset=eval_dataset)
+                                           progress=progress, callbacks=[log_cb, *track_cbs, *callbacks],
+                                           eval_dataset=eval_dataset, report_to=report_to)
         if resumed_from is not None and resumed_from > setup.total_steps:
             raise ValueError(
                 f"{out} already holds a training at step {resumed_from}, beyond this config's "
@@ -302,6 +308,7 @@ def train_dpo(
             torch_threads=setup.torch_threads,
             torch_version=torch.__version__,
             resumed_from_step=resumed_from,
+            tracking=tracking,
             previous_runs=(prior or {}).get("previous_runs", []) + (
                 [{k: prior.get(k) for k in ("status", "global_step", "wall_time_s", "created_at")}]
                 if prior else []),

@@ -123,7 +123,7 @@ def make_lora_config(config: DPOTrainingConfig) -> Any:
 def make_dpo_args(config: DPOTrainingConfig, output_dir: str | os.PathLike[str], *,
                   device: str, dtype: str, gradient_checkpointing: bool, batch_size: int,
                   progress: bool = True, precompute: bool | None = None,
-                  **trl_overrides: Any) -> Any:
+                  report_to: Sequence[str] = (), **trl_overrides: Any) -> Any:
     """TRL ``DPOConfig`` for ``config``; ``precompute``: the resolved
     :func:`resolve_precompute` (default: the config's value, None as off); ``trl_overrides``
     are passed through last (an escape hatch for experiments and profiling, not needed for
@@ -161,7 +161,7 @@ def make_dpo_args(config: DPOTrainingConfig, output_dir: str | os.PathLike[str],
         save_strategy="steps",
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,
-        report_to="none",
+        report_to=list(report_to) or "none",  # TensorBoard: aad_kit.tracking.dpo_tracking's callback
         eval_strategy="steps" if config.eval_steps else "no",
         eval_steps=config.eval_steps,
         per_device_eval_batch_size=batch_size,
@@ -182,6 +182,7 @@ def build_dpo_trainer(
     callbacks: Sequence[Any] = (),
     trl_overrides: Mapping[str, Any] | None = None,
     eval_dataset: Any = None,
+    report_to: Sequence[str] = (),
 ) -> tuple[Any, TrainerSetup]:
     """Load the base model + tokenizer and build TRL's ``DPOTrainer`` with a LoRA adapter.
 
@@ -241,7 +242,7 @@ def build_dpo_trainer(
         overrides.setdefault("precompute_ref_batch_size", max(batch, 8))
     args = make_dpo_args(config, output_dir, device=device, dtype=dtype,
                          gradient_checkpointing=gc_on, batch_size=batch, progress=progress,
-                         precompute=precompute, **overrides)
+                         precompute=precompute, report_to=report_to, **overrides)
     train_ds = ds.select_columns(list(PREFERENCE_COLUMNS))
     eval_ds = None
     if eval_dataset is not None and config.eval_steps:
