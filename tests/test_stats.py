@@ -157,3 +157,25 @@ def test_bad_arguments():
         bootstrap_ci([1.0, 2.0], "median")
     ci = bootstrap_ci([1.0, 2.0, 3.0], lambda x, axis: np.median(x, axis=axis), seed=0)
     assert ci.estimate == 2.0
+
+
+def test_power_table_does_not_claim_power_without_a_score_spread():
+    """Quick run 2026-12-01: every valid student answer scored 1842 (the template), so the
+    pooled sd was 0 and the table said a difference of 0 was detectable with power 1.
+    With no spread the score power is unknown (NaN, with a note); the valid-rate power stays."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from aad_kit.evaluation import report
+
+    cell = SimpleNamespace(task="admissible_set", setting="n15_w10", role="train")
+    rows = [{"task": "admissible_set", "setting": "n15_w10", "model": m, "valid": i < 4,
+             "score": 1842.0 if i < 4 else float("nan")} for m in ("base", "tuned") for i in range(32)]
+    t = report.power_table(pd.DataFrame(rows), SimpleNamespace(cells=[cell]), gap=780.0)
+    r = t.iloc[0]
+    assert r["score_sd"] == 0 and math.isnan(r["detectable_mean_diff_80pct"]) and math.isnan(r["power_for_database_gap"])
+    assert "no spread" in r["note"] and 0 < r["power_valid_rate_10pts"] < 1
+    spread = [dict(x, score=1842.0 + 10 * (i % 3)) if x["valid"] else x for i, x in enumerate(rows)]
+    r = report.power_table(pd.DataFrame(spread), SimpleNamespace(cells=[cell]), gap=780.0).iloc[0]
+    assert r["detectable_mean_diff_80pct"] > 0 and 0 < r["power_for_database_gap"] <= 1 and r["note"] == ""

@@ -173,14 +173,22 @@ def power_table(samples: pd.DataFrame, config: Any, *, gap: float | None = None,
         sb = b.loc[b["valid"], "score"].astype(float)
         sd = float(np.std(np.concatenate([sa.to_numpy(), sb.to_numpy()]), ddof=1)) if len(sa) + len(sb) > 2 else math.nan
         pa = float(a["valid"].mean())
+        # Every valid answer scoring the same (e.g. all restate the template) gives sd = 0,
+        # which would claim any difference detectable: the score power is then unknown.
+        estimable = math.isfinite(sd) and sd > 0
+        note = "" if estimable else (
+            f"no spread among the {len(sa) + len(sb)} valid answers (all score {sa.iloc[0]:g}): score power not estimable"
+            if len(sa) + len(sb) > 2 else "too few valid answers to estimate the score spread")
         row = {"task": c.task, "setting": c.setting, "role": c.role, "answers_per_model": len(a),
                "valid_base": len(sa), "valid_tuned": len(sb), "score_sd": sd,
-               "detectable_mean_diff_80pct": stats.detectable_difference(sd, sd, len(sa), len(sb), alpha),
+               "detectable_mean_diff_80pct": (stats.detectable_difference(sd, sd, len(sa), len(sb), alpha)
+                                              if estimable else math.nan),
                "power_valid_rate_10pts": stats.power_two_proportions(pa, min(1.0, pa + 0.10), len(a), len(b), alpha),
                "database_top_vs_middle_gap": gap if c.role == "train" else math.nan,
                "power_for_database_gap": (stats.power_two_means(gap, sd, sd, len(sa), len(sb), alpha)
-                                          if gap is not None and c.role == "train" and len(sa) and len(sb)
-                                          else math.nan)}
+                                          if gap is not None and c.role == "train" and estimable
+                                          else math.nan),
+               "note": note}
         rows.append(row)
     return pd.DataFrame(rows)
 
