@@ -476,6 +476,12 @@ def test_make_sampler_openai_and_replay(fake_openai, tmp_path: Path):  # noqa: F
     r = make_sampler(f"replay:{path}")
     assert isinstance(r, ReplaySampler) and texts(r.sample(["p"])) == [["stored"]]
     assert make_sampler(r) is r
+    # the stages pass their batch size to every backend (stage 2 failed with a TypeError for
+    # openai: and replay: specs): for a server it is the number of requests in flight
+    s = make_sampler(f"openai:{fake_openai.base_url}#m", batch_size=8, device="cpu")
+    assert s.max_concurrency == 8
+    assert make_sampler(f"openai:{fake_openai.base_url}#m", batch_size=8, max_concurrency=2).max_concurrency == 2
+    assert texts(make_sampler(f"replay:{path}", batch_size=4).sample(["p"])) == [["stored"]]
 
 
 @pytest.mark.parametrize("spec", ["gpt-17", "hf:", "replay:", "nope:thing", ""])

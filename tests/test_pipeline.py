@@ -17,6 +17,7 @@ import pytest
 
 from aad_kit.cli import main as cli_main
 from aad_kit.pipeline import STAGES, StageFailed, run_pipeline
+from tests.llm_fixtures import fake_openai  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.notebook
 
@@ -222,6 +223,25 @@ def test_progress_streams_with_a_relative_run_dir(tmp_path, monkeypatch, capsys)
     assert cli_main(["run", "--profile", "smoke", "--run-dir", "runs/rel", "--stage", "02_candidate_generation"]) == 0
     err = capsys.readouterr().err
     assert "[search] 8/8" in err and "samples/min" in err
+
+
+def test_search_stage_against_a_seed_honouring_openai_server(tmp_path, fake_openai):  # noqa: F811
+    """Issue 17 as a user runs it: stage 2 of the smoke profile with ``-p model=openai:...``
+    against a local server that answers deterministically per seed (like vLLM): 8 samples, no
+    duplicate caused by seeding."""
+    from aad_kit.db import AlgorithmDB
+
+    fake_openai.mode = "seeded"
+    run_dir = tmp_path / "r"
+    assert cli_main(["run", "--profile", "smoke", "--run-dir", str(run_dir), "--stage", "02_candidate_generation",
+                     "-p", f"model=openai:{fake_openai.base_url}#served", "-p", "teacher_db=none"]) == 0
+    with AlgorithmDB(run_dir / "algorithms.sqlite") as db:
+        df = db.to_dataframe()
+    samples = df[df["sample_index"] >= 0]
+    assert len(samples) == 8 and samples["raw_response"].nunique() == 8
+    assert samples["duplicate_of"].isna().all()
+    seeds = [body["seed"] for _, body in fake_openai.requests]
+    assert len(seeds) == len(set(seeds)) >= 2
 
 
 def test_a_run_with_no_data_to_learn_from_stops_in_stage_2(tmp_path):

@@ -121,13 +121,20 @@ def make_sampler(spec: str | Sampler, **kwargs: Any) -> Sampler:
             raise ValueError(
                 f"bad openai spec {spec!r}: use openai:http://HOST:PORT/v1#MODEL_NAME"
             )
-        return OpenAICompatSampler(url, model, **kwargs)
+        kw = dict(kwargs)
+        if "batch_size" in kw:  # the stages' batch = requests kept in flight
+            kw.setdefault("max_concurrency", kw.pop("batch_size"))
+            kw.pop("batch_size", None)
+        for local_only in ("device", "dtype", "merge_adapter", "progress"):
+            kw.pop(local_only, None)
+        return OpenAICompatSampler(url, model, **kw)
     if scheme == "replay":
         from aad_kit.llm.replay import ReplaySampler
 
         if not rest:
             raise _unknown(spec)
-        return ReplaySampler(Path(rest).expanduser(), **kwargs)
+        kw = {k: v for k, v in kwargs.items() if k == "model_id"}  # nothing else applies to a replay
+        return ReplaySampler(Path(rest).expanduser(), **kw)
 
     target, kw = _split_adapter(parsed, kwargs)
     if target in REGISTRY:
