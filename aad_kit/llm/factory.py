@@ -124,7 +124,6 @@ def make_sampler(spec: str | Sampler, **kwargs: Any) -> Sampler:
         kw = dict(kwargs)
         if "batch_size" in kw:  # the stages' batch = requests kept in flight
             kw.setdefault("max_concurrency", kw.pop("batch_size"))
-            kw.pop("batch_size", None)
         for local_only in ("device", "dtype", "merge_adapter", "progress"):
             kw.pop(local_only, None)
         return OpenAICompatSampler(url, model, **kw)
