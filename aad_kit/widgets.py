@@ -1,4 +1,12 @@
-"""Interactive browsers for JupyterLab (they also execute headless under papermill)."""
+"""Interactive browsers for JupyterLab (they also execute headless under papermill).
+
+Views are ``widgets.HTML`` whose value is rewritten, never ``widgets.Output`` (nor
+``interact``, which makes one): under papermill, nbclient mirrors each Output widget and
+sends its state back to the kernel on the shell channel in the middle of a cell, and now and
+then the reply it is waiting for on that same channel never wakes it, so the run waits
+forever (stage 1 stalled this way in CI; issue 11's notes). ``tests/test_notebooks_static``
+keeps Output widgets out of the notebooks and this package.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +18,20 @@ import pandas as pd
 
 def _fmt(value: object) -> str:
     return "—" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
+
+
+def prompt_browser(task_names: list[str], prompt_for) -> widgets.Widget:
+    """A task chooser above the prompt text ``prompt_for(task)`` returns."""
+    chooser = widgets.Dropdown(options=list(task_names), description="task")
+    view = widgets.HTML()
+
+    def render(_: object = None) -> None:
+        text = html.escape(prompt_for(chooser.value))
+        view.value = f"<pre style='font-size:11px; white-space:pre-wrap'>{text}</pre>"
+
+    chooser.observe(render, names="value")
+    render()
+    return widgets.VBox([chooser, view])
 
 
 def candidate_browser(df: pd.DataFrame) -> widgets.Widget:
