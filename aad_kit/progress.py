@@ -15,6 +15,7 @@ import os
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -65,11 +66,21 @@ def format_event(e: dict[str, Any], first: dict[str, Any] | None) -> str:
 
 class Follower:
     """Tails a progress file in a thread and prints the latest event of each loop: one
-    rewritten line on a terminal, a line every ``interval_s`` seconds otherwise."""
+    rewritten line on a terminal, a line every ``interval_s`` seconds otherwise.
+
+    Rate and ETA come from the loop's events of the last ``window_s`` seconds, and only once
+    they span ``min_span_s`` (or the loop has finished): a burst at the start (the search
+    reports each sample of a batch as it is scored, milliseconds apart; cached evaluations; a
+    resumed run) otherwise showed tens of thousands of samples a minute and an ETA of seconds
+    for an hour's work.
+    """
 
     def __init__(self, path: str | os.PathLike[str], out: TextIO | None = None,
-                 interval_s: float = 15.0, poll_s: float = 0.5) -> None:
+                 interval_s: float = 15.0, poll_s: float = 0.5,
+                 window_s: float = 300.0, min_span_s: float = 1.0) -> None:
         self.path = Path(path)
+        self.window_s = window_s
+        self.min_span_s = min_span_s
         self.out = out or sys.stderr
         self.interval_s = interval_s
         self.poll_s = poll_s
@@ -77,7 +88,7 @@ class Follower:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pos = 0
-        self._first: dict[str, dict[str, Any]] = {}
+        self._recent: dict[str, deque[dict[str, Any]]] = {}
         self._last_print = 0.0
         self._pending: str | None = None
         self.lines: list[str] = []  # everything printed (tests)
@@ -110,14 +121,25 @@ class Follower:
                 e = json.loads(line)
             except ValueError:
                 continue
-            loop = str(e.get("loop"))
-            first = self._first.setdefault(loop, e)
-            self._pending = format_event(e, first if first is not e else None)
+            self._pending = format_event(e, self._reference(e))
         now = time.time()
         if self._pending and (self.tty or final or now - self._last_print >= self.interval_s):
             self._emit(self._pending, final)
             self._pending = None
             self._last_print = now
+
+    def _reference(self, e: dict[str, Any]) -> dict[str, Any] | None:
+        """The loop's oldest event in the window before ``e``, if it is old enough for a rate."""
+        recent = self._recent.setdefault(str(e.get("loop")), deque())
+        recent.append(e)
+        t = float(e.get("t") or 0.0)
+        while len(recent) > 1 and t - float(recent[0].get("t") or 0.0) > self.window_s:
+            recent.popleft()
+        ref = recent[0]
+        finished = e.get("total") is not None and e.get("done") == e.get("total")
+        if ref is e or (t - float(ref.get("t") or 0.0) < self.min_span_s and not finished):
+            return None
+        return ref  # a finished loop shows its mean rate however short it was
 
     def _emit(self, text: str, final: bool) -> None:
         self.lines.append(text)
