@@ -28,10 +28,11 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from aad_kit.config_io import config_from_dict
 from aad_kit.db import AlgorithmDB, AlgorithmRecord
 from aad_kit.manifest import base_manifest, now_iso
 
@@ -69,9 +70,7 @@ class TeacherSpec:
         if not man_path.is_file() or not (d / RECORDS_FILE).is_file():
             raise FileNotFoundError(f"{d} is not a teacher database export (needs {RECORDS_FILE} and {MANIFEST_FILE})")
         raw = json.loads(man_path.read_text(encoding="utf-8")).get("spec") or {}
-        known = {f.name for f in fields(cls)} - {"path"}
-        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in known}
-        return cls(**kw, path=str(d.resolve()))
+        return config_from_dict(cls, raw, exclude={"path"}, path=str(d.resolve()))
 
     def run_id(self, seed: int) -> str:
         return f"teacher-{self.name}-seed{seed}"

@@ -5,7 +5,6 @@ parameters), its cells and their roles, and the profile defaults (:func:`default
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -14,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from aad_kit.config_io import config_from_dict, config_to_dict
 from aad_kit.evaluation import stats
 from aad_kit.llm.base import GenerationConfig
 from aad_kit.tasks import TASK_NAMES, get_task
@@ -186,24 +186,11 @@ class GeneralisationConfig:
 
     # ---------------------------------------------------------------- (de)serialisation
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["models"] = dict(self.models)
-        d["other_settings"] = [list(p) for p in self.other_settings]
-        for k, v in d.items():
-            if isinstance(v, tuple):
-                d[k] = list(v)
-        return d
+        return {**config_to_dict(self), "models": dict(self.models)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> GeneralisationConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        kw = {k: v for k, v in d.items() if k in names}
-        for k in ("held_out_settings", "seeds", "top_k"):
-            if k in kw:
-                kw[k] = tuple(kw[k])
-        if "other_settings" in kw:
-            kw["other_settings"] = tuple(tuple(p) for p in kw["other_settings"])
-        return cls(**kw)
+        return config_from_dict(cls, d)
 
     # ---------------------------------------------------------------- from a profile
     @classmethod

@@ -41,7 +41,6 @@ population.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections import Counter
@@ -53,6 +52,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from aad_kit.code import code_hash as _code_hash
+from aad_kit.config_io import config_from_dict, config_to_dict
 from aad_kit.db import AlgorithmDB, AlgorithmRecord
 from aad_kit.llm.base import Completion, GenerationConfig, Sampler
 from aad_kit.manifest import base_manifest
@@ -83,17 +83,11 @@ class RunConfig:
     max_new_tokens: int
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)  # type: ignore[call-overload]
-        for k, v in d.items():
-            if isinstance(v, tuple):
-                d[k] = list(v)
-        return d
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Any:
-        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names}
-        return cls(**kwargs)
+        return config_from_dict(cls, d)
 
     def generation_config(self, first_index: int) -> GenerationConfig:
         return GenerationConfig(
