@@ -151,6 +151,14 @@ def test_registered_name_uses_default_engine(use_llm_cache: Path, monkeypatch) -
     assert isinstance(s, LlamaCppSampler) and s.parallel == 2
     assert s.info()["backend"] == "llamacpp" and s.info()["gguf_sha256"]
     s.close()
+    # an explicit llamacpp: spec gets the stages' keyword arguments too (it raised TypeError
+    # "unexpected keyword argument 'batch_size'" from stage 2)
+    s = make_sampler("llamacpp:tiny", batch_size=3, device="cpu", dtype="float32", merge_adapter=False)
+    assert isinstance(s, LlamaCppSampler) and s.parallel == 3
+    s.close()
+    s = make_sampler("llamacpp:tiny", batch_size=3, parallel=1)
+    assert s.parallel == 1  # the backend's own name wins
+    s.close()
     monkeypatch.setenv("AAD_KIT_ENGINE", "hf")
     assert isinstance(make_sampler("tiny"), HFSampler)
     monkeypatch.setenv("AAD_KIT_ENGINE", "vllm")

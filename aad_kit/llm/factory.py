@@ -111,7 +111,7 @@ def make_sampler(spec: str | Sampler, **kwargs: Any) -> Sampler:
         target, kw = _split_adapter(parsed, kwargs)
         if not target:
             raise _unknown(spec)
-        return LlamaCppSampler(target, **kw)
+        return LlamaCppSampler(target, **_backend_kwargs("llamacpp", kw))
     if scheme == "openai":
         from aad_kit.llm.openai_compat import OpenAICompatSampler
 
@@ -121,12 +121,7 @@ def make_sampler(spec: str | Sampler, **kwargs: Any) -> Sampler:
             raise ValueError(
                 f"bad openai spec {spec!r}: use openai:http://HOST:PORT/v1#MODEL_NAME"
             )
-        kw = dict(kwargs)
-        if "batch_size" in kw:  # the stages' batch = requests kept in flight
-            kw.setdefault("max_concurrency", kw.pop("batch_size"))
-        for local_only in ("device", "dtype", "merge_adapter", "progress"):
-            kw.pop(local_only, None)
-        return OpenAICompatSampler(url, model, **kw)
+        return OpenAICompatSampler(url, model, **_backend_kwargs("openai", kwargs))
     if scheme == "replay":
         from aad_kit.llm.replay import ReplaySampler
 
@@ -140,7 +135,7 @@ def make_sampler(spec: str | Sampler, **kwargs: Any) -> Sampler:
         if default_engine() == "llamacpp":
             from aad_kit.llm.llamacpp import LlamaCppSampler
 
-            return LlamaCppSampler(target, **_for_llamacpp(kw))
+            return LlamaCppSampler(target, **_backend_kwargs("llamacpp", kw))
         from aad_kit.llm.hf import HFSampler
 
         return HFSampler(target, **kw)
@@ -151,14 +146,27 @@ def make_sampler(spec: str | Sampler, **kwargs: Any) -> Sampler:
     raise _unknown(spec)
 
 
-def _for_llamacpp(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """hf-backend keyword arguments mapped onto the llama.cpp backend's (batch -> parallel);
-    the hf-only knobs (device, dtype, merge_adapter) mean nothing there and are dropped."""
+# The stages pass the hf backend's keyword arguments to whatever backend a spec names: what
+# each other backend calls them, and which mean nothing there (stage 2 failed with a TypeError
+# for openai: specs, issue 17, and for explicit llamacpp: specs).
+_RENAMED: dict[str, dict[str, str]] = {
+    "llamacpp": {"batch_size": "parallel"},  # sequences decoded together
+    "openai": {"batch_size": "max_concurrency"},  # requests kept in flight
+}
+_UNUSED: dict[str, frozenset[str]] = {
+    "llamacpp": frozenset({"device", "dtype", "merge_adapter"}),
+    "openai": frozenset({"device", "dtype", "merge_adapter", "progress"}),
+}
+
+
+def _backend_kwargs(backend: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` in ``backend``'s own names; a backend's own name, given too, wins."""
     kw = dict(kwargs)
-    if "batch_size" in kw:
-        kw["parallel"] = kw.pop("batch_size")
-    for hf_only in ("device", "dtype", "merge_adapter"):
-        kw.pop(hf_only, None)
+    for generic, own in _RENAMED[backend].items():
+        if generic in kw:
+            kw.setdefault(own, kw.pop(generic))
+    for name in _UNUSED[backend]:
+        kw.pop(name, None)
     return kw
 
 
