@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 BENCH_PROFILES ?= smoke
 BENCH_STAMP := $(VENV)/.aad-kit-bench-installed
 
-.PHONY: setup demo test lint bench clean-venv
+.PHONY: setup demo test test-browser lint bench clean-venv
 
 setup: $(STAMP)
 
@@ -32,6 +32,13 @@ demo: setup
 
 test: setup
 	OMP_NUM_THREADS=1 AAD_KIT_TORCH_THREADS=1 $(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+
+# JupyterLab on 127.0.0.1 in headless Chromium: the widgets render and answer clicks, the
+# example run's report renders offline (tests/test_browser.py; a minute or two).
+test-browser: setup
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ echo "make test-browser needs Debian's chromium and chromium-driver: apt-get install chromium chromium-driver"; exit 1; }
+	AAD_KIT_BROWSER=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m browser tests/test_browser.py $(PYTEST_ARGS)
 
 # The benchmarks of benchmarks/RESULTS.md, one after the other (they time things: leave the
 # machine otherwise idle). `make bench BENCH_PROFILES="smoke quick"` also times the quick profile.
