@@ -15,6 +15,7 @@ from pathlib import Path
 
 from aad_kit.run_layout import STAGE_ORDER, RunLayout
 from aad_kit.run_report import KEY_FIGURES
+from aad_kit.static_widgets import freeze_notebook_file
 
 DEFAULT_DEST = Path("docs") / "example-run"
 MARKER = "<!-- written by aad-kit example-run -->"
@@ -101,6 +102,7 @@ def export_example(run_dir: str | os.PathLike[str], dest: str | os.PathLike[str]
             shutil.copy2(layout.root / name, out / name)
     for nb in sorted((layout.root / "notebooks").glob("*.ipynb")):
         shutil.copy2(nb, out / "notebooks" / nb.name)
+        freeze_notebook_file(out / "notebooks" / nb.name)  # runs made before the pipeline froze them
     if layout.tables.is_dir():
         shutil.copytree(layout.tables, out / "tables")
     (out / "figures").mkdir()

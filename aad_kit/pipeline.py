@@ -82,6 +82,16 @@ class StageFailed(RuntimeError):
 KERNEL_LOG_FLAG = "--IPKernelApp.log_level=ERROR"
 
 
+def _freeze_quietly(notebook: Path) -> None:
+    """aad_kit.static_widgets on an executed stage notebook; never fails the stage over it."""
+    from aad_kit.static_widgets import freeze_notebook_file
+
+    try:
+        freeze_notebook_file(notebook)
+    except Exception as err:  # noqa: BLE001 - a snapshot is a convenience
+        print(f"[aad-kit] note: could not snapshot the widgets of {notebook.name}: {err}", file=sys.stderr)
+
+
 def ensure_kernel() -> str:
     """Make sure a Jupyter kernel named ``aad-kit`` runs *this* interpreter (quietly); return
     its name. Locked and atomic: parallel test workers start pipelines at the same time."""
@@ -216,6 +226,7 @@ def run_pipeline(
                     stderr_file=sys.stderr if verbosity >= 2 else None,
                 )
         except pm.PapermillExecutionError as err:
+            _freeze_quietly(out_nb)
             raise StageFailed(
                 f"stage {stage.name} ({stage.notebook.name}) failed in cell {err.cell_index} "
                 f"({err.ename}: {err.evalue}); executed notebook: {out_nb}"
@@ -225,6 +236,7 @@ def run_pipeline(
                 os.environ.pop(PROGRESS_ENV, None)
             else:
                 os.environ[PROGRESS_ENV] = previous
+        _freeze_quietly(out_nb)  # widget outputs -> HTML snapshots a reader without a kernel sees
         elapsed = time.perf_counter() - t0
         stages_now = layout.read_manifest().get("stages") or {}
         entry = dict(stages_now.get(stage.name) or {})  # keeps the outputs the stage recorded

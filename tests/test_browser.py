@@ -159,6 +159,19 @@ def test_candidate_browser_and_pair_inspector_render_and_respond(lab, browser):
     _wait(browser, lambda d: "prompt x" in pairs.text)
 
 
+def test_an_exported_example_notebook_shows_its_widget_snapshot_offline(browser, tmp_path):
+    """nbconvert's HTML of stage 2's executed notebook, opened from disk: the candidate browser's
+    cell shows the run's last page (it was empty: the widget needs a kernel and a CDN script)."""
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(ROOT / "docs" / "example-run" / "notebooks" / "02_candidate_generation.ipynb", as_version=4)
+    page = tmp_path / "02.html"
+    page.write_text(HTMLExporter().from_notebook_node(nb)[0], encoding="utf-8")
+    browser.get(page.as_uri())
+    snaps = _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".aad-kit-widget-snapshot"), timeout=60)
+    assert "operator" in snaps[0].text and "valid only" in snaps[0].text and snaps[0].is_displayed()
+
+
 def test_the_example_run_report_renders_offline(browser):
     """docs/example-run/report.html is one self-contained page: table and embedded figures."""
     report = ROOT / "docs" / "example-run" / "report.html"

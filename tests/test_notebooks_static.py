@@ -47,3 +47,42 @@ def test_prompt_browser_shows_the_chosen_tasks_prompt():
     chooser.value = "tsp_construct"
     assert "select_next_node" in view.value
     assert "&lt;" in widgets.prompt_browser(["x"], lambda _: "a < b").children[1].value  # escaped
+
+
+def _widget_notebook():
+    from aad_kit.static_widgets import STATE, VIEW
+
+    def model(name, **state):
+        return {"model_name": name, "model_module": "@jupyter-widgets/controls", "state": state}
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["widgets"] = {STATE: {"version_major": 2, "version_minor": 0, "state": {
+        "box": model("VBoxModel", children=["IPY_MODEL_row", "IPY_MODEL_view"]),
+        "row": model("HBoxModel", children=["IPY_MODEL_slider", "IPY_MODEL_check"]),
+        "slider": model("IntSliderModel", description="#", value=3, min=0, max=144),
+        "check": model("CheckboxModel", description="valid only", value=True),
+        "view": model("HTMLModel", value="<b>id 4</b> · operator <b>e1</b>"),
+        "pick": model("DropdownModel", description="task", index=1, _options_labels=["a", "tsp"]),
+    }}}
+    cell = nbformat.v4.new_code_cell("display(w)")
+    view = {"model_id": "box", "version_major": 2, "version_minor": 0}
+    cell.outputs = [nbformat.v4.new_output("display_data", data={VIEW: view, "text/plain": "VBox(...)"}),
+                    nbformat.v4.new_output("display_data", data={VIEW: dict(view, model_id="pick")}),
+                    nbformat.v4.new_output("display_data", data={VIEW: dict(view, model_id="gone")})]
+    nb.cells = [cell]
+    return nb
+
+
+def test_freeze_widgets_draws_the_saved_state():
+    from aad_kit.static_widgets import VIEW, freeze_widgets
+
+    nb = _widget_notebook()
+    assert freeze_widgets(nb) == 2
+    first, second, unsaved = (o["data"] for o in nb.cells[0].outputs)
+    assert VIEW not in first and first["text/plain"] == "VBox(...)"
+    snap = first["text/html"]
+    assert "<b>id 4</b> · operator <b>e1</b>" in snap  # the view's page, as the run left it
+    assert "<b>#</b> 3 (of 0..144)" in snap and "☑ valid only" in snap and "static snapshot" in snap
+    assert "<b>task</b> tsp" in second["text/html"]
+    assert VIEW in unsaved and "text/html" not in unsaved  # no saved state: left alone
+    assert freeze_widgets(nb) == 0  # idempotent

@@ -281,6 +281,19 @@ def test_a_stage_without_its_input_says_which_stage_and_why(tmp_path):
         run_pipeline("smoke", layout.root, stages=["05_dpo_training"], progress=False)
 
 
+def test_executed_notebooks_keep_a_static_snapshot_of_their_widgets(smoke_run):
+    """Issue 15: the candidate browser's cell rendered empty without a kernel."""
+    from aad_kit.static_widgets import VIEW
+
+    nb = nbformat.read(smoke_run / "notebooks" / "02_candidate_generation.ipynb", as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if VIEW in (o.get("data") or {})]
+    snapshots = [o["data"]["text/html"] for o in outputs
+                 if "aad-kit-widget-snapshot" in str((o.get("data") or {}).get("text/html", ""))]
+    browser = [snap for snap in snapshots if "valid only" in snap]  # the others are progress bars
+    assert len(browser) == 1 and "operator" in browser[0] and "status" in browser[0]
+
+
 def test_example_run_checks_in_the_readable_part_of_a_finished_run(smoke_run, tmp_path, capsys):
     """Issue 15: ``aad-kit example-run RUN_DIR`` -> docs/example-run/ (report, executed notebooks,
     tables, key figures, a README saying what ran); heavy artifacts stay behind."""
