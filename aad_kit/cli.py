@@ -46,6 +46,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"aad-kit: {err}", file=sys.stderr)
         return 2
     print(f"[aad-kit] run directory: {run_dir}")
+    from aad_kit.run_layout import RunLayout
+
+    report = RunLayout.of(run_dir).report_html
+    if report.is_file():
+        print(f"[aad-kit] report: {report}  (one page: what ran and what it found)")
     return 0
 
 

@@ -56,6 +56,14 @@ class RunLayout:
         return self.root / "manifest.json"
 
     @property
+    def report_md(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def report_html(self) -> Path:
+        return self.root / "report.html"
+
+    @property
     def database(self) -> Path:
         return self.root / "algorithms.sqlite"
 

@@ -150,7 +150,7 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
     """Write ``report.md`` and ``report.html`` into the run directory; returns their paths."""
     layout = RunLayout.of(run_dir)
     md = build_markdown(layout)
-    paths = {"md": layout.root / "report.md", "html": layout.root / "report.html"}
+    paths = {"md": layout.report_md, "html": layout.report_html}
     paths["md"].write_text(md, encoding="utf-8")
     paths["html"].write_text(_inline(md, layout.root), encoding="utf-8")
     return paths

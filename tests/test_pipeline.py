@@ -221,8 +221,12 @@ def test_progress_streams_with_a_relative_run_dir(tmp_path, monkeypatch, capsys)
     to that directory, so the terminal showed none."""
     monkeypatch.chdir(tmp_path)
     assert cli_main(["run", "--profile", "smoke", "--run-dir", "runs/rel", "--stage", "02_candidate_generation"]) == 0
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    err = captured.err
     assert "[search] 8/8" in err and "samples/min" in err
+    # the run ends by naming its one-page report (issue 15)
+    report_line = next(x for x in captured.out.splitlines() if x.startswith("[aad-kit] report: "))
+    assert str(tmp_path / "runs" / "rel" / "report.html") in report_line
 
 
 def test_search_stage_against_a_seed_honouring_openai_server(tmp_path, fake_openai):  # noqa: F811
