@@ -55,11 +55,21 @@ assert tuple(s.name for s in STAGES) == STAGE_ORDER
 def stage_summary(stage: str, layout: RunLayout) -> str:
     """One line of what a stage produced, from what it recorded in the manifest."""
     o = layout.outputs(stage)
+    if stage in ("01_task_definition", "03_evaluator_scoring"):
+        table = layout.table("baselines" if stage == "01_task_definition" else "scoring")
+        if not table.is_file():
+            return ""
+        import pandas as pd
+
+        df = pd.read_csv(table)
+        counts = ", ".join(f"{k} {v}" for k, v in df["status"].value_counts().items())
+        what = "shipped heuristics x settings" if stage == "01_task_definition" else "programs scored"
+        return f"{len(df)} {what} over {df['task'].nunique()} tasks: {counts}"
     if stage == "02_candidate_generation":
         runs = len(o.get("teacher_runs") or [])
         own = o.get("search_runs") or []
         return (f"teacher database {o.get('teacher_db') or 'none'} ({runs} run(s)), "
-                f"student's own search: {'yes' if own else 'none'}")
+                f"student's own search: {'yes' if own else 'none'}; {_database_line(layout)}")
     if stage == "04_dar_sampling":
         if o.get("pairs") is None:
             return f"no pairs: {o.get('why_pairs')}"
@@ -71,6 +81,27 @@ def stage_summary(stage: str, layout: RunLayout) -> str:
         text = str(primary.get("text", "")).replace("**", "")
         return text[:300]
     return ""
+
+
+def _database_line(layout: RunLayout) -> str:
+    """Per setting of the algorithm database: samples, valid ones, best score against the seeds'."""
+    from aad_kit.db import AlgorithmDB
+
+    if not layout.database.is_file():
+        return "no database"
+    with AlgorithmDB(layout.database) as db:
+        df = db.to_dataframe()
+    parts, several_tasks = [], df["task"].nunique() > 1
+    for (task, setting), group in df.groupby(["task", "setting"], dropna=False, sort=True):
+        seeds, samples = group[group["operator"] == "seed"], group[group["operator"] != "seed"]
+        valid = samples[samples["status"] == "ok"]
+        part = f"{f'{task}/' if several_tasks else ''}{setting}: {len(samples)} samples, {len(valid)} valid"
+        if not valid.empty:
+            part += f", best {valid['score'].max():.6g}"
+        if seeds["score"].notna().any():
+            part += f" (seeds' best {seeds['score'].max():.6g})"
+        parts.append(part)
+    return "; ".join(parts) or "empty database"
 
 
 class StageFailed(RuntimeError):

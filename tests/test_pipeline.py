@@ -342,3 +342,22 @@ def test_example_run_refuses_an_unfinished_run(tmp_path):
     with pytest.raises(ValueError, match="unfinished .*--partial"):
         export_example(layout.root, tmp_path / "out")
     assert (export_example(layout.root, tmp_path / "out", partial=True) / "README.md").is_file()
+
+
+def test_every_stage_ends_with_a_one_line_summary(smoke_run):
+    """Issue 15: 'done in 12 s' said nothing of what a stage found."""
+    import re
+
+    from aad_kit.pipeline import stage_summary
+    from aad_kit.run_layout import RunLayout
+
+    layout = RunLayout.of(smoke_run)
+    lines = {s.name: stage_summary(s.name, layout) for s in STAGES}
+    assert re.match(r"\d+ shipped heuristics x settings over \d+ tasks: ok \d+", lines["01_task_definition"])
+    # per setting: the teacher's samples and the smoke search's own 8, all on n15_w10
+    assert re.search(r"n15_w10: \d+ samples, \d+ valid, best \d+ \(seeds' best \d+\)", lines["02_candidate_generation"])
+    assert re.match(r"\d+ programs scored over \d+ tasks: ", lines["03_evaluator_scoring"])
+    assert "timeout" in lines["03_evaluator_scoring"]  # the hostile catalogue's loops
+    assert re.match(r"\d+ dar pairs", lines["04_dar_sampling"])
+    assert re.match(r"4 DPO steps on \d+ pairs", lines["05_dpo_training"])
+    assert lines["06_generalisation"]
