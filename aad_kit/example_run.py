@@ -19,8 +19,14 @@ from aad_kit.static_widgets import freeze_notebook_file
 
 DEFAULT_DEST = Path("docs") / "example-run"
 MARKER = "<!-- written by aad-kit example-run -->"
-COPIED_FILES = ("manifest.json", "report.md", "report.html", "generalisation_summary.csv",
-                "generalisation_samples.csv", "generalisation_answers.jsonl")  # the answers behind the table
+
+
+def _copied_files(layout: RunLayout) -> list[Path]:
+    """The run's one-file artifacts worth reading: manifest, report, the answers behind the table."""
+    from aad_kit.evaluation.storage import ANSWERS_JSONL, SAMPLES_CSV, SUMMARY_CSV
+
+    return [layout.manifest_path, layout.report_md, layout.report_html,
+            *(layout.root / name for name in (SUMMARY_CSV, SAMPLES_CSV, ANSWERS_JSONL))]
 
 
 def _size(path: Path) -> int:
@@ -97,9 +103,9 @@ def export_example(run_dir: str | os.PathLike[str], dest: str | os.PathLike[str]
                                   "choose another destination")
         shutil.rmtree(out)
     (out / "notebooks").mkdir(parents=True)
-    for name in COPIED_FILES:
-        if (layout.root / name).is_file():
-            shutil.copy2(layout.root / name, out / name)
+    for path in _copied_files(layout):
+        if path.is_file():
+            shutil.copy2(path, out / path.name)
     for nb in sorted((layout.root / "notebooks").glob("*.ipynb")):
         shutil.copy2(nb, out / "notebooks" / nb.name)
         freeze_notebook_file(out / "notebooks" / nb.name)  # runs made before the pipeline froze them
