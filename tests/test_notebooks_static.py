@@ -86,3 +86,24 @@ def test_freeze_widgets_draws_the_saved_state():
     assert "<b>task</b> tsp" in second["text/html"]
     assert VIEW in unsaved and "text/html" not in unsaved  # no saved state: left alone
     assert freeze_widgets(nb) == 0  # idempotent
+
+
+def test_every_stage_that_evaluates_takes_the_executor_parameter():
+    """``-p executor=ray`` must reach every sandbox a stage opens, not just some of them."""
+    from aad_kit.sandbox.config import EXECUTORS
+
+    evaluating = 0
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        code = [c.source for c in nb.cells if c.cell_type == "code"]
+        opens = [src for src in code if "Sandbox(" in src]
+        if not opens:
+            continue
+        evaluating += 1
+        params = next(c.source for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+        declared = re.search(r'^executor: str = "(\w+)"', params, re.M)
+        assert declared and declared.group(1) == "local" and declared.group(1) in EXECUTORS, path.name
+        for src in opens:
+            assert src.count("Sandbox(profiles.sandbox_config(profile, executor=executor") == src.count(
+                "Sandbox("), (path.name, src[:200])
+    assert evaluating == 5  # stages 1, 2, 3, 4 and 6 score programs

@@ -48,6 +48,8 @@ ALLOWED_IMPORTS_ORDERED: tuple[str, ...] = (
 )
 DEFAULT_ALLOWED_IMPORTS: frozenset[str] = frozenset(ALLOWED_IMPORTS_ORDERED)
 
+EXECUTORS: tuple[str, ...] = ("local", "ray")
+
 
 @dataclass(frozen=True)
 class SandboxConfig:
@@ -75,10 +77,18 @@ class SandboxConfig:
     # As root, run each candidate under an unprivileged uid of its own (see isolation.py).
     # Off only to test the other layers without it; ignored when not root.
     switch_uid: bool = True
+    # Where the workers run: "local" (processes of this machine) or "ray" (one Ray actor per
+    # worker, each owning the same worker process, so a Ray cluster of CPU machines evaluates).
+    executor: str = "local"
+    # executor="ray": the cluster to join ("auto", "ray://host:10001"); None: $RAY_ADDRESS, or
+    # a Ray instance of this machine started for the sandbox.
+    ray_address: str | None = None
 
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ValueError("workers must be >= 1")
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, not {self.executor!r}")
         if not self.timeout_scale > 0:
             raise ValueError("timeout_scale must be > 0")
         if self.timeout_s is not None and self.timeout_s <= 0:

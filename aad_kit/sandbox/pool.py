@@ -255,6 +255,48 @@ def _shutdown(workers: list[_WorkerProcess]) -> None:
             pass
 
 
+def run_job(
+    worker: _WorkerProcess, job: dict[str, Any], *, timeout_s: float, grace_s: float,
+    setup_timeout_s: float,
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The raw result of ``job`` on ``worker``, and the worker's hello if it was (re)started.
+
+    One function for every executor (the local pool, the Ray actors), so a candidate ends with
+    the same status wherever it runs: a worker found dead before the candidate ran is replaced
+    and the job retried once; a candidate that stops its worker answering is a ``timeout``;
+    any other worker failure is a ``sandbox_error`` carrying the worker's log.
+    """
+    raw: dict[str, Any] = {}
+    hello: dict[str, Any] | None = None
+    for attempt in range(2):
+        try:
+            if not worker.alive():
+                worker.start(setup_timeout_s)
+                hello = dict(worker.info)
+            raw = worker.run(job, timeout=timeout_s, grace=grace_s, setup_timeout=setup_timeout_s)
+            break
+        except _WorkerFailure as failure:
+            tail = worker.log_tail()
+            worker.kill()
+            if not failure.started and attempt == 0 and failure.kind in ("died", "start"):
+                continue  # the worker was gone before the candidate ran: retry on a fresh one
+            if failure.started and failure.kind == "timeout":
+                raw = {
+                    "status": Status.TIMEOUT.value,
+                    "message": f"exceeded the time limit of {timeout_s:g} s; the worker "
+                    f"stopped answering and was replaced",
+                    "runtime_s": timeout_s + grace_s,
+                }
+            else:
+                when = "while running the candidate" if failure.started else "before the candidate ran"
+                raw = {
+                    "status": Status.SANDBOX_ERROR.value,
+                    "message": f"sandbox worker failure {when}: {failure}{tail}",
+                }
+            break
+    return raw, hello
+
+
 @dataclass(frozen=True)
 class _Prepared:
     task: Task
@@ -289,7 +331,14 @@ class Sandbox:
             self.cache = ResultCache(self.config.cache_path)
         else:
             self.cache = ResultCache(cache)
-        self._workers = [
+        self._remote: Any = None  # RayWorkers when config.executor == "ray"
+        if self.config.executor == "ray":
+            from aad_kit.sandbox.ray_executor import RayWorkers
+
+            self._remote = RayWorkers(self.config.workers, switch_uid=self.config.switch_uid,
+                                      address=self.config.ray_address,
+                                      ready_timeout_s=self.config.setup_timeout_s)
+        self._workers = [] if self._remote is not None else [
             _WorkerProcess(i, self.config.switch_uid) for i in range(self.config.workers)
         ]
         self._idle: queue.LifoQueue[_WorkerProcess] = queue.LifoQueue()
@@ -302,6 +351,8 @@ class Sandbox:
         self._isolation: dict[str, Any] = {}
         self._closed = False
         self._finalizer = weakref.finalize(self, _shutdown, self._workers)
+        if self._remote is not None:  # its actors and the Ray it may have started
+            weakref.finalize(self, self._remote.close)
 
     # -- context manager -------------------------------------------------------------------
     def __enter__(self) -> Sandbox:
@@ -320,6 +371,8 @@ class Sandbox:
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
         self._finalizer()
+        if self._remote is not None:
+            self._remote.close()  # idempotent: the finalizer's later call does nothing
         if self.cache is not None and self.cache.path is not None:
             self.cache.close()
 
@@ -420,38 +473,44 @@ class Sandbox:
         with self._lock:
             counts = dict(self._counts)
             by_status = dict(self._by_status)
-        restarts = sum(max(0, w.starts - 1) for w in self._workers)
+        if self._remote is not None:
+            rows = self._remote.stats()
+        else:
+            rows = [{"index": w.index, "pid": w.pid, "alive": w.alive(), "evaluations": w.evaluations,
+                     "starts": w.starts} for w in self._workers]
+        restarts = sum(max(0, r["starts"] - 1) for r in rows)
         return {
             "requests": counts.get("requests", 0),
             "evaluations": counts.get("evaluations", 0),
             "cache_hits": counts.get("cache_hits", 0),
             "static_rejections": counts.get("static_rejections", 0),
             "worker_restarts": restarts,
-            "worker_starts": sum(w.starts for w in self._workers),
+            "worker_starts": sum(r["starts"] for r in rows),
             "timeouts": by_status.get(Status.TIMEOUT.value, 0),
             "sandbox_errors": by_status.get(Status.SANDBOX_ERROR.value, 0),
             "by_status": by_status,
-            "workers": [
-                {"index": w.index, "pid": w.pid, "alive": w.alive(), "evaluations": w.evaluations}
-                for w in self._workers
-            ],
+            "workers": rows,
+            "executor": self.config.executor,
             "isolation": dict(self._isolation),
         }
 
     def info(self) -> dict[str, Any]:
         """What isolation the workers actually got (starts one worker if none is running)."""
+        if not self._isolation and self._remote is not None:
+            self._note_isolation(self._remote.hello(self.config.setup_timeout_s))
         if not self._isolation:
             worker = self._idle.get()
             try:
                 if not worker.alive():
                     worker.start(self.config.setup_timeout_s)
-                    self._note_isolation(worker)
+                    self._note_isolation(worker.info)
             finally:
                 self._idle.put(worker)
         c = self.config
         return {
             **self._isolation,
             "workers": c.workers,
+            "executor": c.executor,
             "timeout_s": c.timeout_s,
             "timeout_scale": c.timeout_scale,
             "memory_mb": c.memory_mb,
@@ -470,10 +529,11 @@ class Sandbox:
             self._by_status[result.status.value] += 1
             self._counts["static_rejections" if static else "evaluations"] += 1
 
-    def _note_isolation(self, worker: _WorkerProcess) -> None:
+    def _note_isolation(self, hello: dict[str, Any]) -> None:
+        """Keep what isolation a worker reported when it started (its hello message)."""
         keys = ("netns", "network_isolated", "privileges", "candidate_uid", "subreaper", "python", "numpy")
         with self._lock:
-            self._isolation = {k: worker.info.get(k) for k in keys}
+            self._isolation = {k: hello.get(k) for k in keys}
 
     def _get_executor(self) -> ThreadPoolExecutor:
         with self._lock:
@@ -511,6 +571,13 @@ class Sandbox:
         return _Prepared(t, ref, s, code, h, timeout, cache_key(ref, s.name, h, limits), violation)
 
     def _run(self, p: _Prepared) -> EvalResult:
+        if self._remote is not None:
+            c = self.config
+            raw, hello = self._remote.run(self._job(p), timeout_s=p.timeout_s, grace_s=c.grace_s,
+                                          setup_timeout_s=c.setup_timeout_s)
+            if hello is not None:
+                self._note_isolation(hello)
+            return self._finish(p, raw)
         worker = self._idle.get()
         try:
             return self._run_on(worker, p)
@@ -535,34 +602,10 @@ class Sandbox:
 
     def _run_on(self, worker: _WorkerProcess, p: _Prepared) -> EvalResult:
         c = self.config
-        job = self._job(p)
-        raw: dict[str, Any] = {}
-        for attempt in range(2):
-            try:
-                if not worker.alive():
-                    worker.start(c.setup_timeout_s)
-                    self._note_isolation(worker)
-                raw = worker.run(job, timeout=p.timeout_s, grace=c.grace_s, setup_timeout=c.setup_timeout_s)
-                break
-            except _WorkerFailure as failure:
-                tail = worker.log_tail()
-                worker.kill()
-                if not failure.started and attempt == 0 and failure.kind in ("died", "start"):
-                    continue  # the worker was gone before the candidate ran: retry on a fresh one
-                if failure.started and failure.kind == "timeout":
-                    raw = {
-                        "status": Status.TIMEOUT.value,
-                        "message": f"exceeded the time limit of {p.timeout_s:g} s; the worker "
-                        f"stopped answering and was replaced",
-                        "runtime_s": p.timeout_s + c.grace_s,
-                    }
-                else:
-                    when = "while running the candidate" if failure.started else "before the candidate ran"
-                    raw = {
-                        "status": Status.SANDBOX_ERROR.value,
-                        "message": f"sandbox worker failure {when}: {failure}{tail}",
-                    }
-                break
+        raw, hello = run_job(worker, self._job(p), timeout_s=p.timeout_s, grace_s=c.grace_s,
+                             setup_timeout_s=c.setup_timeout_s)
+        if hello is not None:
+            self._note_isolation(hello)
         return self._finish(p, raw)
 
     def _finish(self, p: _Prepared, raw: dict[str, Any]) -> EvalResult:
