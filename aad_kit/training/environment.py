@@ -16,6 +16,18 @@ if TYPE_CHECKING:  # pragma: no cover
     from aad_kit.training.config import DPOTrainingConfig
 
 
+def world_size() -> int:
+    """Processes training together: ``WORLD_SIZE`` as ``accelerate launch`` / ``torchrun`` set
+    it (1 for a plain call)."""
+    return max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
+
+
+def is_main_process() -> bool:
+    """Whether this process writes the run's files (the manifest, the log): rank 0 only, so
+    the processes of one multi-process training do not overwrite each other."""
+    return int(os.environ.get("RANK", "0") or 0) == 0
+
+
 def resolve_device(config: DPOTrainingConfig) -> str:
     """``config.device`` resolved ("auto": cuda if available); a cuda device torch cannot
     see raises ``RuntimeError``."""

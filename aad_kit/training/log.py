@@ -86,6 +86,8 @@ def _make_log_callback(out: Path, rows: list[dict[str, Any]], elapsed_before: fl
                 self.step_times.append(time.perf_counter() - self.t_step)
 
         def on_log(self, args, state, control, logs=None, **kw):  # noqa: ANN001
+            if not state.is_world_process_zero:  # one process writes the log (multi-process)
+                return
             logs = dict(logs or {})
             if any(k.startswith("eval_") for k in logs):  # an evaluation on the held-out pairs
                 ev = {k: v for k, v in logs.items() if k.startswith("eval_")}

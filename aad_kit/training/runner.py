@@ -60,7 +60,14 @@ from aad_kit.training.data import (
     load_preference_dataset,
     validate_preference_dataset,
 )
-from aad_kit.training.environment import _known_warnings, _quiet, _torch_threads, resolve_device
+from aad_kit.training.environment import (
+    _known_warnings,
+    _quiet,
+    _torch_threads,
+    is_main_process,
+    resolve_device,
+    world_size,
+)
 from aad_kit.training.log import (
     LOG_CSV,
     LOG_JSONL,
@@ -228,6 +235,13 @@ def train_dpo(
     out.mkdir(parents=True, exist_ok=True)
 
     ds = load_preference_dataset(dataset)
+    processes, main = world_size(), is_main_process()
+    if processes > 1 and not ds.cache_files:
+        raise ValueError(
+            f"a training on {processes} processes needs its preference pairs on disk (a "
+            "save_to_disk directory or a .jsonl/.parquet file, e.g. the run's stage-4 pairs), not an "
+            "in-memory Dataset: each process prepares the data and they share its cache files"
+        )
     fmt = validate_preference_dataset(ds)
     data_info = dataset_fingerprint(ds)
     base = resolve_base_model(base_model, progress=progress)
@@ -241,7 +255,8 @@ def train_dpo(
 
     prior = read_manifest(out)
     if not resume:
-        _clear_outputs(out)
+        if main:
+            _clear_outputs(out)
         prior = None
     resumed_from: int | None = None
     ckpt: Path | None = None
@@ -271,7 +286,8 @@ def train_dpo(
     # Keep the log rows up to the resume point (a run interrupted after its last checkpoint
     # logged steps that are about to be redone).
     rows = [r for r in read_log(out) if resumed_from is not None and r.get("step", 0) <= resumed_from]
-    _write_log(out, rows)
+    if main:
+        _write_log(out, rows)
     elapsed_before = float(rows[-1]["elapsed_s"]) if rows else 0.0
     log_cb = _make_log_callback(out, rows, elapsed_before)
 
@@ -308,13 +324,15 @@ def train_dpo(
             torch_threads=setup.torch_threads,
             torch_version=torch.__version__,
             resumed_from_step=resumed_from,
+            world_size=processes,
             tracking=tracking,
             previous_runs=(prior or {}).get("previous_runs", []) + (
                 [{k: prior.get(k) for k in ("status", "global_step", "wall_time_s", "created_at")}]
                 if prior else []),
         )
         manifest_path = out / MANIFEST
-        _write_json(manifest_path, manifest)
+        if main:
+            _write_json(manifest_path, manifest)
         t_train = time.perf_counter()
         try:
             with _quiet(progress), _known_warnings():
@@ -325,12 +343,22 @@ def train_dpo(
                             error=f"{type(err).__name__}: {err}",
                             global_step=int(trainer.state.global_step),
                             wall_time_s=round(time.perf_counter() - t_call, 3))
-            _write_json(manifest_path, manifest)
+            if main:
+                _write_json(manifest_path, manifest)
             raise
         train_s = time.perf_counter() - t_train
 
     from aad_kit.models import adapter_sha256
 
+    if not main:  # rank 0 saved the adapter and writes the manifest
+        global_step = int(trainer.state.global_step)
+        del trainer
+        return TrainingResult(
+            out_dir=out, adapter_dir=out / ADAPTER_DIR, base_model=base.source,
+            log_jsonl=out / LOG_JSONL, log_csv=out / LOG_CSV, manifest_path=out / MANIFEST,
+            global_step=global_step, resumed_from_step=resumed_from, already_complete=False,
+            wall_time_s=round(time.perf_counter() - t_call, 3), metrics={},
+        )
     step_times = [r["step_time_s"] for r in rows if isinstance(r.get("step_time_s"), (int, float))
                   and r.get("step", 0) > (resumed_from or 0)]
     final = {k: v for k, v in rows[-1].items()} if rows else {}
