@@ -453,3 +453,122 @@ def test_generated_programs_beat_the_seeds_exactly_when_they_are_better(tmp_path
     else:
         assert res.best_generated.score < best_seed
         assert res.best.score == best_seed and res.best.operator == "seed"
+
+
+# -- overlap_sampling: batch k+1 sampled while batch k is evaluated --------------------------
+
+
+class _EventLog:
+    """Shared by a sampler and an evaluator that record when each call starts and ends."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.events: list[tuple[str, str, int]] = []
+        self.lock = threading.Lock()
+
+    def add(self, what: str, edge: str, k: int) -> None:
+        with self.lock:
+            self.events.append((what, edge, k))
+
+
+class _LoggedSampler(FakeSampler):
+    def __init__(self, log: _EventLog, delay_s: float = 0.05) -> None:
+        super().__init__(delay_s)
+        self.log = log
+
+    def sample(self, prompts, n=1, config=DEFAULT_GEN):
+        k = len(self.calls)
+        self.log.add("sample", "start", k)
+        out = super().sample(prompts, n, config)
+        self.log.add("sample", "end", k)
+        return out
+
+
+class _LoggedEvaluator(_CountingEvaluator):
+    def __init__(self, log: _EventLog, delay_s: float = 0.2) -> None:
+        super().__init__()
+        self.log, self.delay_s, self.calls = log, delay_s, 0
+
+    def evaluate_many(self, jobs, progress=False):
+        k, self.calls = self.calls, self.calls + 1
+        self.log.add("evaluate", "start", k)
+        time.sleep(self.delay_s)
+        out = super().evaluate_many(jobs, progress)
+        self.log.add("evaluate", "end", k)
+        return out
+
+
+@pytest.mark.parametrize("method", ["eoh", "funsearch"])
+def test_overlapped_sampling_runs_while_the_previous_batch_is_evaluated(tmp_path, method):
+    from aad_kit.search import make_search_config, run_search_method
+
+    log = _EventLog()
+    kw = dict(task=TASK, setting=SETTING, budget=16, batch_size=4, seed=3, overlap_sampling=True)
+    if method == "eoh":
+        kw.update(population_size=4, init_samples=4, include_seed_heuristics=False)
+    config = make_search_config(method, **kw)
+    with AlgorithmDB(tmp_path / "o.sqlite") as db:
+        res = run_search_method(config, _LoggedSampler(log), db, _LoggedEvaluator(log), run_id="o",
+                                progress=False)
+    assert res.n_samples == 16 and "sampling_wait_s" in res.timings
+    ev = log.events
+    evaluations = [(ev.index(("evaluate", "start", k)), ev.index(("evaluate", "end", k)))
+                   for k in range(max(e[2] for e in ev if e[0] == "evaluate") + 1)]
+    # sampling calls 1..3 (batches 2..4) that run while an evaluation runs
+    overlapped = [k for k in range(1, 4)
+                  if any(ev.index(("sample", "start", k)) < b and a < ev.index(("sample", "end", k))
+                         for a, b in evaluations)]
+    assert overlapped == [1, 2, 3], ev
+    # without overlap, no sampling call ever starts during an evaluation
+    log2 = _EventLog()
+    with AlgorithmDB(tmp_path / "s.sqlite") as db:
+        run_search_method(make_search_config(method, **{**kw, "overlap_sampling": False}),
+                          _LoggedSampler(log2), db, _LoggedEvaluator(log2), run_id="s", progress=False)
+    ev2 = log2.events
+    spans = [(ev2.index(("evaluate", "start", k)), ev2.index(("evaluate", "end", k)))
+             for k in range(max(e[2] for e in ev2 if e[0] == "evaluate") + 1)]
+    samplings = [(ev2.index(("sample", "start", k)), ev2.index(("sample", "end", k))) for k in range(4)]
+    assert not [1 for s0, s1 in samplings for a, b in spans if s0 < b and a < s1], ev2
+
+
+def test_overlapped_prompts_see_the_population_one_batch_late_and_resume_exactly(tmp_path, sandbox):
+    config = make_config(budget=24, overlap_sampling=True)
+    with AlgorithmDB(tmp_path / "full.sqlite") as db:
+        run_search(config, FakeSampler(), db, sandbox, run_id="r", progress=False)
+        reference = snapshot(db, "r")
+        recs = db.records("r")
+    index_of = {r.id: r.sample_index for r in recs}
+    starts = [s for s, _ in batches(config)]
+    for r in recs:
+        if r.sample_index is None or r.sample_index < 0 or not r.parent_ids:
+            continue
+        batch = max(s for s in starts if s <= r.sample_index)
+        previous = starts[starts.index(batch) - 1] if batch != starts[0] else batch
+        # parents come from before the previous batch (seeds have negative indices)
+        assert all(index_of[p] < previous for p in r.parent_ids), (r.sample_index, r.parent_ids)
+    assert any(r.parent_ids and max(index_of[p] for p in r.parent_ids) >= 0 for r in recs)
+    # the sequential search gives other prompts (the lag is real) ...
+    with AlgorithmDB(tmp_path / "seq.sqlite") as db:
+        run_search(make_config(budget=24), FakeSampler(), db, sandbox, run_id="r", progress=False)
+        assert snapshot(db, "r") != reference
+    # ... and an interrupted overlapped run resumes to the same records
+    class Failing(FakeSampler):
+        def sample(self, prompts, n=1, config=DEFAULT_GEN):
+            if len(self.calls) == 3:
+                raise RuntimeError("server went away")
+            return super().sample(prompts, n, config)
+
+    with AlgorithmDB(tmp_path / "cut.sqlite") as db:
+        with pytest.raises(RuntimeError, match="server went away"):
+            run_search(config, Failing(), db, sandbox, run_id="r", progress=False)
+        assert 0 < len([r for r in db.records("r") if (r.sample_index or -1) >= 0]) < 24
+        res = run_search(config, FakeSampler(), db, sandbox, run_id="r", progress=False)
+        assert res.resumed and snapshot(db, "r") == reference
+
+
+def test_overlap_off_keeps_old_runs_resumable():
+    d = make_config().to_dict()
+    assert "overlap_sampling" not in d and SearchConfig.from_dict(d) == make_config()
+    on = make_config(overlap_sampling=True)
+    assert on.to_dict()["overlap_sampling"] is True and SearchConfig.from_dict(on.to_dict()) == on

@@ -81,9 +81,20 @@ class RunConfig:
     temperature: float
     top_p: float
     max_new_tokens: int
+    # Why: with a model server, sampling (GPUs) and evaluation (CPUs) can run at once. Batch k+1
+    # is then sampled while batch k is evaluated, so its prompts are built from the records
+    # before batch k's first sample instead of before its own: parents are drawn from the
+    # population as it stood one batch earlier. That is the only change; it is deterministic,
+    # so resume stays exact and duplicate-free, and each record's parents are still recorded.
+    overlap_sampling: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return config_to_dict(self)
+        """The JSON form a run stores and compares on resume; ``overlap_sampling`` only when on,
+        so runs stored before the field existed still resume (``from_dict`` restores it)."""
+        d = config_to_dict(self)
+        if not d.get("overlap_sampling"):
+            d.pop("overlap_sampling", None)
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Any:
@@ -118,6 +129,9 @@ class SearchConfig(RunConfig):
     batch_size: int = 8  # prompts per sampler call
     include_seed_heuristics: bool = True
     seed_heuristics: tuple[str, ...] | None = None  # names of shipped heuristics; None: all
+    # Sample the next batch while this one is evaluated; its prompts then see the population
+    # one batch late (RunConfig.overlap_sampling).
+    overlap_sampling: bool = False
 
     def __post_init__(self) -> None:
         t = get_task(self.task)
@@ -363,9 +377,11 @@ class _Search:
     def batch_ranges(self) -> list[tuple[int, int]]:
         return batches(self.config)
 
-    def plan_batch(self, start: int, end: int) -> list[PlannedSample]:
-        """The plans of samples ``start .. end-1``, from the records before ``start`` only."""
-        pop = population(self.records, self.config.population_size, before=start)
+    def plan_batch(self, start: int, end: int, before: int | None = None) -> list[PlannedSample]:
+        """The plans of samples ``start .. end-1``, from the records before ``before`` only
+        (default ``start``; earlier when sampling overlaps evaluation)."""
+        pop = population(self.records, self.config.population_size,
+                         before=start if before is None else before)
         return [plan_sample(self.config, self.task, k, pop) for k in range(start, end)]
 
     def parse(self, plan: PlannedSample, text: str) -> ParsedAnswer:
@@ -412,11 +428,14 @@ class _Search:
             )
 
     # -- one batch --------------------------------------------------------------------------
-    def run_batch(self, start: int, end: int) -> None:
-        missing = [k for k in range(start, end) if k not in self.by_index]
-        if not missing:
-            return
-        plans = self.plan_batch(start, end)
+    def plans_to_sample(self, start: int, end: int, before: int | None = None) -> list[PlannedSample] | None:
+        """The plans of batch ``start .. end-1``, or None when all of it is stored (resume)."""
+        if all(k in self.by_index for k in range(start, end)):
+            return None
+        return self.plan_batch(start, end, before)
+
+    def sample_batch(self, plans: Sequence[PlannedSample], start: int) -> list[list[Completion]]:
+        """The model's answers to ``plans`` (one sampler call; safe to run in a thread)."""
         t0 = time.perf_counter()
         # the whole batch, even if part of it is stored: the same call gives the same draws
         completions = self.sampler.sample(
@@ -427,7 +446,13 @@ class _Search:
             raise RuntimeError(
                 f"the sampler returned {len(completions)} completion lists for {len(plans)} prompts"
             )
-        todo = [(p, completions[p.sample_index - start][0]) for p in plans if p.sample_index in missing]
+        return completions
+
+    def finish_batch(self, start: int, plans: Sequence[PlannedSample],
+                     completions: Sequence[Sequence[Completion]]) -> None:
+        """Parse, evaluate and store the samples of a batch that are not stored yet."""
+        todo = [(p, completions[p.sample_index - start][0]) for p in plans
+                if p.sample_index not in self.by_index]
         parsed = [self.parse(p, c.text) for p, c in todo]
 
         # dedup against the run and within the batch; evaluate each new program once
@@ -444,6 +469,53 @@ class _Search:
             self._store_sample(plan, completion, pa, results)
             self.new_samples += 1
             self._tick()
+
+    def run_batch(self, start: int, end: int) -> None:
+        plans = self.plans_to_sample(start, end)
+        if plans is not None:
+            self.finish_batch(start, plans, self.sample_batch(plans, start))
+
+    def run_batches(self) -> None:
+        """Every batch in order; with ``overlap_sampling``, batch k+1 is sampled (in a thread)
+        while batch k is evaluated and stored."""
+        ranges = self.batch_ranges()
+        if not getattr(self.config, "overlap_sampling", False):
+            for start, end in ranges:
+                n_before = self.new_samples
+                self.run_batch(start, end)
+                self._batch_done(n_before)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aad-sampling")
+
+        def submit(i: int) -> tuple[list[PlannedSample] | None, Any]:
+            start, end = ranges[i]
+            # before batch i-1's first sample: all of it is stored by the time this is called
+            plans = self.plans_to_sample(start, end, ranges[i - 1][0] if i else start)
+            return plans, (pool.submit(self.sample_batch, plans, start) if plans else None)
+
+        try:
+            pending = submit(0) if ranges else (None, None)
+            for i, (start, _end) in enumerate(ranges):
+                plans, future = pending
+                completions = None
+                if future is not None:
+                    t0 = time.perf_counter()
+                    completions = future.result()
+                    self.timings["sampling_wait_s"] = (self.timings.get("sampling_wait_s", 0.0)
+                                                       + time.perf_counter() - t0)
+                pending = submit(i + 1) if i + 1 < len(ranges) else (None, None)
+                if plans is not None and completions is not None:
+                    n_before = self.new_samples
+                    self.finish_batch(start, plans, completions)
+                    self._batch_done(n_before)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _batch_done(self, n_before: int) -> None:
+        if self.on_batch is not None and self.new_samples > n_before:
+            self.on_batch(self.run_id, len(self.samples()))
 
     def _store_sample(
         self,
@@ -544,11 +616,7 @@ class _Search:
             )
         try:
             self.seed_population()
-            for start, end in self.batch_ranges():
-                n_before = self.new_samples
-                self.run_batch(start, end)
-                if self.on_batch is not None and self.new_samples > n_before:
-                    self.on_batch(self.run_id, len(self.samples()))
+            self.run_batches()
         finally:
             if self.bar is not None:
                 self.bar.close()
@@ -562,7 +630,9 @@ class _Search:
         overall = population(self.records, 1)
         timings = dict(self.timings)
         timings["total_s"] = wall
-        timings["overhead_s"] = max(0.0, wall - timings["sampling_s"] - timings["evaluation_s"])
+        # overlapped sampling is counted only where the search waited for it
+        sampled = timings.get("sampling_wait_s", timings["sampling_s"])
+        timings["overhead_s"] = max(0.0, wall - sampled - timings["evaluation_s"])
         if self.new_samples:
             timings["overhead_per_sample_ms"] = 1000 * timings["overhead_s"] / self.new_samples
         return SearchResult(

@@ -108,6 +108,7 @@ class FunSearchConfig(RunConfig):
     batch_size: int = 8  # prompts per sampler call
     include_seed_heuristics: bool = True
     seed_heuristics: tuple[str, ...] | None = None  # None: the template (default_seed_heuristics)
+    overlap_sampling: bool = False  # sample batch k+1 while k is evaluated (RunConfig)
 
     def __post_init__(self) -> None:
         t = get_task(self.task)
@@ -385,8 +386,8 @@ class _FunSearch(_Search):
             self.state = IslandState(self.config)
         return self.state.advance(self.records, start)
 
-    def plan_batch(self, start: int, end: int) -> list[PlannedSample]:
-        state = self.islands_before(start)
+    def plan_batch(self, start: int, end: int, before: int | None = None) -> list[PlannedSample]:
+        state = self.islands_before(start if before is None else before)
         return [plan_sample(self.config, self.task, k, state) for k in range(start, end)]
 
     def parse(self, plan: PlannedSample, text: str) -> ParsedAnswer:
