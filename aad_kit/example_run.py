@@ -90,7 +90,7 @@ def export_example(run_dir: str | os.PathLike[str], dest: str | os.PathLike[str]
     layout = RunLayout.of(run_dir)
     if not layout.manifest_path.is_file():
         raise FileNotFoundError(f"{layout.root} is not a run directory (no manifest.json)")
-    missing = [s for s in STAGE_ORDER if not (layout.root / "stages" / f"{s}.done").exists()]
+    missing = [s for s in STAGE_ORDER if not layout.done_marker(s).exists()]
     if missing and not partial:
         raise ValueError(f"{layout.root} is unfinished (not done: {', '.join(missing)}); "
                          "finish it, or pass --partial to check in what there is")

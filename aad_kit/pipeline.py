@@ -214,9 +214,9 @@ def run_pipeline(
     params = check_parameters(params, declared)  # wrong types / ranges fail here, not mid-run
 
     run_path = Path(run_dir) if run_dir else new_run_dir(profile)
-    (run_path / "stages").mkdir(parents=True, exist_ok=True)
-    (run_path / "notebooks").mkdir(exist_ok=True)
     layout = RunLayout.of(run_path)
+    layout.done_marker(STAGES[0].name).parent.mkdir(parents=True, exist_ok=True)
+    (run_path / "notebooks").mkdir(exist_ok=True)
     manifest = layout.read_manifest()
     if not manifest:
         manifest = layout.update_manifest(**base_manifest(profile=profile, params=params, stages={},
@@ -228,7 +228,7 @@ def run_pipeline(
     kernel = ensure_kernel()
 
     for stage in selected:
-        done = run_path / "stages" / f"{stage.name}.done"
+        done = layout.done_marker(stage.name)
         if done.exists():
             print(f"[aad-kit] {stage.name}: already done, skipping")
             continue

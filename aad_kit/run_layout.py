@@ -63,6 +63,12 @@ class RunLayout:
     def report_html(self) -> Path:
         return self.root / "report.html"
 
+    def done_marker(self, stage: str) -> Path:
+        """The file whose presence says ``stage`` finished (the pipeline skips it on resume)."""
+        if stage not in STAGE_ORDER:
+            raise KeyError(f"unknown stage {stage!r}; stages: {', '.join(STAGE_ORDER)}")
+        return self.root / "stages" / f"{stage}.done"
+
     @property
     def database(self) -> Path:
         return self.root / "algorithms.sqlite"

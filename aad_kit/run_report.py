@@ -59,7 +59,7 @@ def build_markdown(layout: RunLayout) -> str:
     lines += ["", "## Stages", "", "| stage | wall time | status |", "|---|---|---|"]
     for name in STAGE_ORDER:
         st = stages.get(name) or {}
-        done = (layout.root / "stages" / f"{name}.done").exists()
+        done = layout.done_marker(name).exists()
         wall = f"{st['wall_s']:.0f} s" if isinstance(st.get("wall_s"), (int, float)) else "–"
         lines.append(f"| [{name}](notebooks/{name}.ipynb) | {wall} | {'done' if done else 'not run'} |")
     o2 = (stages.get("02_candidate_generation") or {}).get("outputs") or {}

@@ -80,7 +80,7 @@ def measure(task: str, setting: str, jobs: Sequence[tuple[str, str, str]], worke
     n = len(jobs)
     return {
         "task": task, "setting": setting, "workers": workers, "n": n, "reps": reps,
-        "local_per_s": n / local_s, "ray_per_s": n / ray_s, "ratio": local_s / ray_s,
+        "local_per_s": n / local_s, "ray_per_s": n / ray_s, "ray_over_local": local_s / ray_s,
         # extra wall time a candidate holds a worker for under Ray (the round trip, serialising)
         "overhead_ms_per_candidate": 1000 * (ray_s - local_s) * workers / n,
         "local_walls_s": walls["local"], "ray_walls_s": walls["ray"],
@@ -101,7 +101,7 @@ def run(tasks: Sequence[str], n: int, reps: int, workers: Sequence[int], runs_di
             row["candidates"] = {"real": notes["real"], "variants": notes["variants"]}
             rows.append(row)
             print(f"{task:15s} {setting:10s} w={w} n={row['n']:4d}  local {row['local_per_s']:7.1f}/s"
-                  f"  ray {row['ray_per_s']:7.1f}/s  ray/local {1 / row['ratio']:.2f}"
+                  f"  ray {row['ray_per_s']:7.1f}/s  ray/local {row['ray_over_local']:.2f}"
                   f"  overhead {row['overhead_ms_per_candidate']:6.1f} ms/candidate"
                   f"  start-up local {row['startup_s']['local']:.1f} s, ray {row['startup_s']['ray']:.1f} s"
                   f"  mismatches {row['mismatches']}", flush=True)

@@ -44,3 +44,13 @@ def test_missing_and_empty_outputs_say_which_stage_and_why(tmp_path: Path):
     with pytest.raises(KeyError, match="unknown stage"):
         lay.record("07_nothing", x=1)
     assert STAGE_ORDER[0] == "01_task_definition" and len(STAGE_ORDER) == 6
+
+
+def test_done_markers_are_named_by_the_layout(tmp_path):
+    from aad_kit.run_layout import STAGE_ORDER, RunLayout
+
+    layout = RunLayout.of(tmp_path)
+    assert [layout.done_marker(s).name for s in STAGE_ORDER] == [f"{s}.done" for s in STAGE_ORDER]
+    assert layout.done_marker(STAGE_ORDER[0]).parent == tmp_path.resolve() / "stages"
+    with pytest.raises(KeyError, match="unknown stage"):
+        layout.done_marker("07_nothing")
