@@ -55,7 +55,7 @@ def _vary(answer: str, k: int) -> str:
 class SimulatedServer:
     """``/v1/chat/completions`` answering each request after its simulated decode time."""
 
-    def __init__(self, task: str, latency_s: float, tokens_per_s: float) -> None:
+    def __init__(self, task: str, latency_s: float, tokens_per_s: float, port: int = 0) -> None:
         self.answers = _answers(task)
         self.latency_s, self.tokens_per_s = latency_s, tokens_per_s
         self.requests = 0
@@ -90,7 +90,7 @@ class SimulatedServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
@@ -154,7 +154,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--min-budget", type=int, default=16)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="sandbox workers")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--serve", type=int, metavar="PORT",
+                        help="only run the simulated server on this port (for a pipeline run: "
+                             "-p model=openai:http://127.0.0.1:PORT/v1#simulated)")
     args = parser.parse_args(argv)
+    if args.serve is not None:
+        server = SimulatedServer(args.task, args.latency_s, args.tokens_per_s, port=args.serve)
+        print(f"simulated model for {args.task} at {server.url} (Ctrl-C stops it)", flush=True)
+        try:
+            while True:
+                time.sleep(60)
+                print(f"{server.requests} requests so far, peak {server.max_in_flight} in flight", flush=True)
+        except KeyboardInterrupt:
+            server.close()
+        return {}
     print(f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}; simulated model: "
           f"{args.latency_s} s + tokens / {args.tokens_per_s} tok/s per request", flush=True)
     report = run(args.task, args.setting or CHEAPEST_SETTING[args.task], args.in_flight, args.latency_s, args.tokens_per_s, args.min_batches,
