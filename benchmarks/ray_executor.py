@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -29,19 +27,10 @@ sys.path.insert(0, str(ROOT))
 
 from aad_kit.profiles import CHEAPEST_SETTING  # noqa: E402
 from aad_kit.sandbox import Sandbox, SandboxConfig  # noqa: E402
+from aad_kit.teacher import _machine  # noqa: E402 - the CPU a timing was taken on
 from benchmarks.eval_executors import DEFAULT_RUNS_DIR, _key, _warm_jobs, build_candidates  # noqa: E402
 
 EXECUTORS = ("local", "ray")
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def measure(task: str, setting: str, jobs: Sequence[tuple[str, str, str]], workers: int,
@@ -105,8 +94,7 @@ def run(tasks: Sequence[str], n: int, reps: int, workers: Sequence[int], runs_di
                   f"  overhead {row['overhead_ms_per_candidate']:6.1f} ms/candidate"
                   f"  start-up local {row['startup_s']['local']:.1f} s, ray {row['startup_s']['ray']:.1f} s"
                   f"  mismatches {row['mismatches']}", flush=True)
-    return {"cpu": _cpu(), "cores": os.cpu_count(), "load_avg": os.getloadavg(), "rows": rows,
-            "mismatches": sum(r["mismatches"] for r in rows)}
+    return {"machine": _machine(), "rows": rows, "mismatches": sum(r["mismatches"] for r in rows)}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -121,7 +109,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="leave out programs slower than this (they would only time themselves)")
     parser.add_argument("--json", type=Path, help="also write the report here")
     args = parser.parse_args(argv)
-    print(f"CPU: {_cpu()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}", flush=True)
+    m = _machine()
+    print(f"CPU: {m.get('cpu')}, {m['cpu_count']} cores, load {m['loadavg'][0]:.2f}", flush=True)
     report = run(args.tasks, args.n, args.reps, args.workers,
                  args.runs_dir if args.runs_dir and args.runs_dir.exists() else None, args.max_run_s)
     print(f"status/score mismatches between the executors: {report['mismatches']}")

@@ -38,6 +38,7 @@ from aad_kit.prompts import format_answer  # noqa: E402
 from aad_kit.sandbox import Sandbox, SandboxConfig  # noqa: E402
 from aad_kit.search import SearchConfig, run_search  # noqa: E402
 from aad_kit.tasks import get_task  # noqa: E402
+from aad_kit.teacher import _machine  # noqa: E402 - the CPU a timing was taken on
 
 
 def _answers(task: str) -> list[str]:
@@ -139,8 +140,8 @@ def run(task: str, setting: str, in_flights: Sequence[int], latency_s: float, to
     base = next(r["samples_per_min"] for r in rows if r["in_flight"] == in_flights[0] and not r["overlap"])
     for r in rows:
         r["speedup_vs_first"] = r["samples_per_min"] / base
-    return {"task": task, "setting": setting, "latency_s": latency_s, "tokens_per_s": tokens_per_s, "workers": workers,
-            "cores": os.cpu_count(), "load_avg": os.getloadavg(), "rows": rows}
+    return {"task": task, "setting": setting, "latency_s": latency_s, "tokens_per_s": tokens_per_s,
+            "workers": workers, "machine": _machine(), "rows": rows}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -168,7 +169,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         except KeyboardInterrupt:
             server.close()
         return {}
-    print(f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}; simulated model: "
+    m = _machine()
+    print(f"CPU: {m.get('cpu')}, {m['cpu_count']} cores, load {m['loadavg'][0]:.2f}; simulated model: "
           f"{args.latency_s} s + tokens / {args.tokens_per_s} tok/s per request", flush=True)
     report = run(args.task, args.setting or CHEAPEST_SETTING[args.task], args.in_flight, args.latency_s, args.tokens_per_s, args.min_batches,
                  args.min_budget, args.workers)

@@ -107,6 +107,11 @@ class _WorkerProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def stats(self) -> dict[str, Any]:
+        """This worker's row of :meth:`Sandbox.stats` (also what a Ray actor reports)."""
+        return {"index": self.index, "pid": self.pid, "alive": self.alive(),
+                "evaluations": self.evaluations, "starts": self.starts}
+
     def start(self, timeout: float) -> None:
         self.kill()
         self.tmpdir = tempfile.mkdtemp(prefix="aad-sandbox-")
@@ -476,8 +481,7 @@ class Sandbox:
         if self._remote is not None:
             rows = self._remote.stats()
         else:
-            rows = [{"index": w.index, "pid": w.pid, "alive": w.alive(), "evaluations": w.evaluations,
-                     "starts": w.starts} for w in self._workers]
+            rows = [w.stats() for w in self._workers]
         restarts = sum(max(0, r["starts"] - 1) for r in rows)
         return {
             "requests": counts.get("requests", 0),

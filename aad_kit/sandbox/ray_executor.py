@@ -60,9 +60,7 @@ class _RemoteWorker:
     def stats(self) -> dict[str, Any]:
         import ray
 
-        w = self.worker
-        return {"index": w.index, "pid": w.pid, "alive": w.alive(), "evaluations": w.evaluations,
-                "starts": w.starts, "node": ray.util.get_node_ip_address()}
+        return {**self.worker.stats(), "node": ray.util.get_node_ip_address()}
 
     def close(self) -> None:
         self.worker.close()

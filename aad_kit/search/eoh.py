@@ -479,7 +479,7 @@ class _Search:
         """Every batch in order; with ``overlap_sampling``, batch k+1 is sampled (in a thread)
         while batch k is evaluated and stored."""
         ranges = self.batch_ranges()
-        if not getattr(self.config, "overlap_sampling", False):
+        if not self.config.overlap_sampling:
             for start, end in ranges:
                 n_before = self.new_samples
                 self.run_batch(start, end)
@@ -506,7 +506,7 @@ class _Search:
                     self.timings["sampling_wait_s"] = (self.timings.get("sampling_wait_s", 0.0)
                                                        + time.perf_counter() - t0)
                 pending = submit(i + 1) if i + 1 < len(ranges) else (None, None)
-                if plans is not None and completions is not None:
+                if completions is not None:  # None: the whole batch was stored already
                     n_before = self.new_samples
                     self.finish_batch(start, plans, completions)
                     self._batch_done(n_before)

@@ -350,37 +350,30 @@ def train_dpo(
 
     from aad_kit.models import adapter_sha256
 
-    if not main:  # rank 0 saved the adapter and writes the manifest
-        global_step = int(trainer.state.global_step)
-        del trainer
-        return TrainingResult(
-            out_dir=out, adapter_dir=out / ADAPTER_DIR, base_model=base.source,
-            log_jsonl=out / LOG_JSONL, log_csv=out / LOG_CSV, manifest_path=out / MANIFEST,
-            global_step=global_step, resumed_from_step=resumed_from, already_complete=False,
-            wall_time_s=round(time.perf_counter() - t_call, 3), metrics={},
-        )
-    step_times = [r["step_time_s"] for r in rows if isinstance(r.get("step_time_s"), (int, float))
-                  and r.get("step", 0) > (resumed_from or 0)]
-    final = {k: v for k, v in rows[-1].items()} if rows else {}
-    wall = time.perf_counter() - t_call
-    manifest.update(
-        status="complete",
-        global_step=int(trainer.state.global_step),
-        adapter={"path": str(out / ADAPTER_DIR),
-                 "sha256": adapter_sha256(out / ADAPTER_DIR)},
-        final_metrics=final,
-        train_summary=dict(log_cb.summary),
-        timing={
-            "setup_s": setup.setup_s,
-            "train_s": round(train_s, 3),
-            "mean_step_s": round(sum(step_times) / len(step_times), 4) if step_times else None,
-            "steps_this_call": int(trainer.state.global_step) - (resumed_from or 0),
-        },
-        wall_time_s=round(wall, 3),
-        finished_at=_now(),
-    )
-    _write_json(manifest_path, manifest)
     global_step = int(trainer.state.global_step)
+    wall = time.perf_counter() - t_call
+    final: dict[str, Any] = {}
+    if main:  # rank 0 saved the adapter; it alone completes the manifest
+        step_times = [r["step_time_s"] for r in rows if isinstance(r.get("step_time_s"), (int, float))
+                      and r.get("step", 0) > (resumed_from or 0)]
+        final = dict(rows[-1]) if rows else {}
+        manifest.update(
+            status="complete",
+            global_step=global_step,
+            adapter={"path": str(out / ADAPTER_DIR),
+                     "sha256": adapter_sha256(out / ADAPTER_DIR)},
+            final_metrics=final,
+            train_summary=dict(log_cb.summary),
+            timing={
+                "setup_s": setup.setup_s,
+                "train_s": round(train_s, 3),
+                "mean_step_s": round(sum(step_times) / len(step_times), 4) if step_times else None,
+                "steps_this_call": global_step - (resumed_from or 0),
+            },
+            wall_time_s=round(wall, 3),
+            finished_at=_now(),
+        )
+        _write_json(manifest_path, manifest)
     del trainer
     import gc
 
