@@ -11,7 +11,8 @@ at ``max_new_tokens``, wall time and valid algorithms per minute. ``--answer-for
 idea-first`` asks in the kit's earlier format (an ``Idea:`` line, then the code) for the
 before/after comparison of the prompt change. ``--reference-teacher NAME`` reads a model's
 answers from a teacher database's shipped reference answers (timing from its manifest)
-instead of sampling them again.
+instead of sampling them again. ``--answers FILE`` keeps every answer with its status, score and
+error message; each row counts its failures by exception (``top_errors``).
 """
 
 from __future__ import annotations
@@ -92,17 +93,26 @@ def score_answers(task: str, answers: Sequence[dict[str, Any]], sandbox: Any) ->
     jobs = [(task, p.code, setting) for p in parsed if p.code is not None]
     results = iter(sandbox.evaluate_many(jobs)) if jobs else iter(())
     statuses: Counter[str] = Counter()
-    scores, copies, same_score = [], 0, 0
-    for p in parsed:
+    errors: Counter[str] = Counter()
+    scores, copies, same_score, scored = [], 0, 0, []
+    for a, p in zip(answers, parsed, strict=True):
+        record = {k: a.get(k) for k in ("seed", "sample", "finish_reason", "completion_tokens", "text")}
         if p.code is None:
-            statuses[(p.status_hint.value if p.status_hint else "missing_function")] += 1
+            status = p.status_hint.value if p.status_hint else "missing_function"
+            statuses[status] += 1
+            scored.append({**record, "status": status, "score": None, "error": "", "code": None})
             continue
         r = next(results)
         statuses[r.status.value] += 1
+        kind = error_kind(r.message) if not r.ok else ""
+        if kind:
+            errors[f"{r.status.value}: {kind}"] += 1
         if r.ok:
             scores.append(float(r.score))
             copies += code_hash(p.code) == template_hash
             same_score += float(r.score) == float(template.score)
+        scored.append({**record, "status": r.status.value, "score": r.score, "error": r.message[:500],
+                       "code": p.code})
     tokens = [a.get("completion_tokens") or 0 for a in answers]
     n = len(answers)
     return {
@@ -116,7 +126,16 @@ def score_answers(task: str, answers: Sequence[dict[str, Any]], sandbox: Any) ->
         "tokens_per_answer": float(np.mean(tokens)) if tokens else float("nan"),
         "cut_share": sum(a.get("finish_reason") == "length" for a in answers) / n if n else float("nan"),
         "statuses": dict(statuses),
+        "top_errors": dict(errors.most_common(5)),
+        "scored_answers": scored,
     }
+
+
+def error_kind(message: str) -> str:
+    """The exception's name from a sandbox message ("TypeError: ..." -> "TypeError"), so that
+    failures can be counted by kind; "" when the message names none."""
+    head = (message or "").strip().split(":", 1)[0].strip()
+    return head if head.isidentifier() else ""
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -131,6 +150,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--reference-teacher", default=None,
                     help="read the answers of the teacher's model from this teacher database's reference")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--answers", default=None,
+                    help="write every answer (text, parsed code, status, score, error) to this JSONL file, "
+                         "so that the failures can be read")
     args = ap.parse_args(list(argv) if argv is not None else None)
 
     import aad_kit.prompts as prompts
@@ -159,6 +181,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 row = {"model": model, "engine": "reference" if source != "sampled now" else sampler.info().get("backend"),
                        **score_answers(task, answers, sandbox), "wall_s": wall, "source": source}
                 row["valid_per_min"] = 60.0 * row["valid"] / wall if wall else float("nan")
+                scored = row.pop("scored_answers")
+                if args.answers:
+                    with open(args.answers, "a", encoding="utf-8") as fh:
+                        for a in scored:
+                            fh.write(json.dumps({"model": model, "task": task, **a}) + "\n")
                 row["max_new_tokens"] = (args.max_new_tokens if source == "sampled now" else
                                          ((teacher_manifest(ref).get("reference") or {}).get("sampling") or {})
                                          .get("max_new_tokens"))

@@ -173,7 +173,8 @@ def test_model_table_on_the_tiny_model(tmp_path, llm_cache):  # noqa: F811
         subprocess.run(
             [sys.executable, str(ROOT / "benchmarks" / "model_table.py"), "--models", "tiny",
              "--tasks", "tsp_construct", "--seeds", "0", "--n", "2", "--max-new-tokens", "8",
-             "--parallel", "2", "--answer-format", fmt, "--json", str(out_json)],
+             "--parallel", "2", "--answer-format", fmt, "--json", str(out_json),
+             "--answers", str(tmp_path / f"answers-{fmt}.jsonl")],
             capture_output=True, text=True, check=True, timeout=300,
             env=_env_with_tiny_cache(tmp_path, llm_cache),
         )
@@ -183,6 +184,18 @@ def test_model_table_on_the_tiny_model(tmp_path, llm_cache):  # noqa: F811
         assert row["source"] == "sampled now" and row["max_new_tokens"] == 8
         assert row["template_score"] < 0 and row["tokens_per_answer"] <= 8  # TSP: -length
         assert result["answer_format"] == fmt and result["machine"]["cpu_count"] >= 1
+        kept = [json.loads(x) for x in (tmp_path / f"answers-{fmt}.jsonl").read_text().splitlines()]
+        assert len(kept) == 2 and {a["model"] for a in kept} == {"tiny"}
+        assert sum(a["status"] == "ok" for a in kept) == row["valid"]
+        assert all(a["text"] is not None and a["status"] for a in kept)
+        assert sum(row["top_errors"].values()) <= row["answers"] - row["valid"]
+
+
+def test_model_table_names_the_exception_of_a_failure():
+    from benchmarks.model_table import error_kind
+
+    assert error_kind("TypeError: object of type 'int' has no len() Traceback ...") == "TypeError"
+    assert error_kind("timed out after 10 s") == "" and error_kind("") == ""
 
 
 def test_sampler_speed_on_the_tiny_model(tmp_path, llm_cache):  # noqa: F811

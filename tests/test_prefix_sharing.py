@@ -218,3 +218,57 @@ def test_trl_chunked_head_path_gives_the_same_results(tiny_model_dir, tmp_path, 
     monkeypatch.setattr(prefix_sharing, "_PLAIN_HEAD_MAX_BYTES", 0)
     chunked = _loss_and_grads(ds, tiny_model_dir, tmp_path / "b")
     _assert_same(plain, chunked)
+
+
+def test_evaluation_with_reference_precomputed_once_matches_trls(tiny_model_dir, tmp_path):  # noqa: F811
+    """Held-out evaluation: reference log-probs computed once and 4-pair batches give the
+    metrics TRL's per-evaluation reference forward gives in the training batch size."""
+    ds, held_out = _dataset([LONG_PROMPT] * 4), _dataset([LONG_PROMPT] * 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer, setup = build_dpo_trainer(ds, tiny_model_dir, _config(per_device_train_batch_size=2, eval_steps=1,
+                                                                   precompute_ref_log_probs=False),
+                                           tmp_path, progress=False, eval_dataset=held_out)
+    assert setup.eval_reference_precomputed is True and setup.precompute_ref_log_probs is False
+    assert setup.eval_batch_size == 8 and trainer.args.per_device_eval_batch_size == 8
+    assert "ref_chosen_logps" in trainer.eval_dataset.column_names
+    assert "ref_chosen_logps" not in trainer.train_dataset.column_names  # training keeps the live reference
+    gen = torch.Generator().manual_seed(1)
+    for name, p in trainer.model.named_parameters():
+        if "lora_B" in name:
+            p.data = torch.randn(p.shape, generator=gen) * 0.05
+    columns = ["ref_chosen_logps", "ref_rejected_logps"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # precompute again now that the adapter is non-zero (a fresh cache key), so a pass that
+        # scored the adapter-enabled policy instead of the reference would show below
+        trainer._precompute_model_hash = "lora-B-randomised"
+        trainer._eval_ref_precomputed = False
+        trainer.eval_dataset = trainer.eval_dataset.remove_columns(columns)
+        trainer._precompute_eval_reference()
+        assert trainer._eval_ref_precomputed is True
+        once = trainer.evaluate()
+        # TRL's own path on the same weights: no precomputed columns, the training batch size
+        trainer._eval_ref_precomputed = False
+        trainer.eval_dataset = trainer.eval_dataset.remove_columns(columns)
+        trainer.args.per_device_eval_batch_size = 2
+        live = trainer.evaluate()
+    assert once["eval_loss"] != pytest.approx(math.log(2), abs=1e-4)  # policy != reference
+    for key in ("eval_loss", "eval_rewards/chosen", "eval_rewards/rejected", "eval_rewards/margins",
+                "eval_rewards/accuracies", "eval_logps/chosen", "eval_logps/rejected"):
+        assert once[key] == pytest.approx(live[key], rel=1e-4, abs=1e-5), key
+    # training batches still run their reference forward (the flag is switched per batch)
+    batch = next(iter(trainer.get_train_dataloader()))
+    trainer._eval_ref_precomputed = True
+    trainer.model.train()
+    loss = trainer.compute_loss(trainer.model, batch)
+    assert math.isfinite(float(loss)) and trainer.precompute_ref_logps is False
+
+
+def test_eval_batch_size_divides_the_held_out_pairs():
+    from aad_kit.training.trainer import eval_batch_size
+
+    assert eval_batch_size(32, 2) == 8 and eval_batch_size(64, 2) == 8
+    assert eval_batch_size(12, 2) == 6 and eval_batch_size(7, 2) == 7
+    assert eval_batch_size(31, 2) == 2  # prime: the training batch, as before
+    assert eval_batch_size(3, 4) == 4 and eval_batch_size(1, 1) == 1

@@ -112,3 +112,38 @@ def test_more_actors_than_the_cluster_has_cpus_is_a_clear_error(guarded_ray):
 def test_an_unknown_executor_is_refused():
     with pytest.raises(ValueError, match="executor must be one of local, ray"):
         SandboxConfig(executor="dask")
+
+
+_TWO_SANDBOXES = """
+import json, ray
+from aad_kit.sandbox import Sandbox, SandboxConfig, ray_executor
+from aad_kit.tasks import get_task
+t = get_task("tsp_construct")
+cfg = SandboxConfig(workers=2, timeout_s=10.0, use_cache=False, executor="ray")
+seen = []
+for _ in range(2):
+    with Sandbox(cfg, cache=False) as sb:
+        (r,) = sb.evaluate_many([("tsp_construct", t.template_program, "n20")])
+        seen.append({"ok": r.ok, "gcs": ray.get_runtime_context().gcs_address})
+    seen[-1]["up_after_close"] = ray.is_initialized()
+print(json.dumps({"seen": seen, "shut": ray_executor.shutdown_local_ray(), "up": ray.is_initialized()}))
+"""
+
+
+def test_a_local_ray_serves_later_sandboxes_and_ends_on_request(tmp_path):
+    """Without an address the first sandbox starts a Ray of this machine; the next sandbox of
+    the process reuses it (notebook 03 opens two in a row) and ``shutdown_local_ray`` ends it.
+    In a fresh interpreter, since the module's fixture Ray would hide the start."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    out = subprocess.run([sys.executable, "-c", _TWO_SANDBOXES], capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path, env=env, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    first, second = result["seen"]
+    assert first["ok"] and second["ok"]
+    assert first["up_after_close"] and first["gcs"] == second["gcs"]  # one Ray for both
+    assert result["shut"] is True and result["up"] is False

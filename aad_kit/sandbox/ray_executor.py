@@ -12,13 +12,16 @@ code never leaves the parent's machine and a cached result never costs a round t
   cluster's nodes. Every node needs the kit installed (same version) and, for the uid switch,
   must run Ray as root; otherwise the worker runs without it and says so in ``info()``.
 * ``ray_address`` (or ``$RAY_ADDRESS``) joins a running cluster; with neither, a Ray instance
-  of this machine is started for the sandbox and shut down when the sandbox closes.
+  of this machine is started by the first sandbox that needs it and kept for the process's
+  later sandboxes (starting one costs ~20 s; notebook 03 opens two in a row), then shut down
+  at interpreter exit or by :func:`shutdown_local_ray`. Its actors end with their sandbox.
 * An actor that dies (its node went away) is replaced and the job retried once; a second loss
   is a ``sandbox_error`` naming Ray, never a silent drop.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import queue
 import threading
@@ -72,7 +75,7 @@ _started_here = False  # whether this process started the Ray instance they shar
 
 
 def _acquire_ray(workers: int, address: str | None) -> Any:
-    """Ray, initialised once per process; a Ray the kit started ends with its last user."""
+    """Ray, initialised once per process (a local one is kept for later sandboxes)."""
     global _users, _started_here
     ray = _import_ray()
     with _RAY_LOCK:
@@ -84,20 +87,32 @@ def _acquire_ray(workers: int, address: str | None) -> Any:
                 options.update(num_cpus=max(workers, os.cpu_count() or 1),
                                object_store_memory=100 * 1024 * 1024)
             ray.init(address=address, **options)
+            if address is None and not _started_here:
+                atexit.register(shutdown_local_ray)
             _started_here = address is None
         _users += 1
     return ray
 
 
 def _release_ray() -> None:
-    global _users, _started_here
-    import ray
-
+    global _users
     with _RAY_LOCK:
         _users -= 1
-        if _users == 0 and _started_here and ray.is_initialized():
+
+
+def shutdown_local_ray() -> bool:
+    """Shut down the Ray instance the kit started on this machine, if no sandbox still uses it;
+    returns whether it did. A Ray joined by address, or started by the caller, is left alone."""
+    global _started_here
+    with _RAY_LOCK:
+        if not _started_here or _users > 0:
+            return False
+        import ray
+
+        if ray.is_initialized():
             ray.shutdown()
-            _started_here = False
+        _started_here = False
+        return True
 
 
 class RayWorkers:

@@ -29,6 +29,10 @@ How the training is set up (and why)
   - ``precompute_ref_log_probs`` (auto): no reference forward per step (13.0 -> 9.2 s) for
     a pass of ~2 s per pair up front, redone on every (re)start; on when the run covers at
     least one epoch (the quick and full profiles do), where it has paid for itself.
+  - held-out evaluation (``eval_steps``): the eval pairs' reference log-probs are computed
+    once (the reference never changes) and the pairs are scored 8 at a time
+    (:func:`eval_batch_size`), where TRL re-runs the reference at every evaluation in the
+    training batch size; the metrics are the same up to float rounding (tests compare them).
   - gradient checkpointing costs ~10 % per step on CPU and saves memory that is not short
     there, and it disables prompt sharing, so ``None`` means *off on CPU, on on GPU*.
   - threads: all cores this process may use. On a machine busy with other work, 2 OpenMP
@@ -88,6 +92,8 @@ class TrainerSetup:
     setup_s: float
     prompt_sharing: bool = False
     precompute_ref_log_probs: bool = False
+    eval_batch_size: int | None = None  # pairs per held-out evaluation batch (None: no eval)
+    eval_reference_precomputed: bool = False  # eval pairs' reference log-probs computed once
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -104,6 +110,20 @@ def resolve_precompute(config: DPOTrainingConfig, rows: int, batch_size: int) ->
         visits = config.max_steps * batch_size * config.gradient_accumulation_steps
         return visits >= rows
     return config.num_train_epochs >= 1
+
+
+def eval_batch_size(eval_rows: int, train_batch: int, largest: int = 8) -> int:
+    """Pairs per evaluation batch: the largest divisor of ``eval_rows`` from ``train_batch`` up
+    to ``largest``, else ``train_batch``.
+
+    Why: with prompt sharing one prompt pass serves the whole batch, so evaluating 8 pairs at
+    a time costs far less per pair than the training batch of 2; and TRL averages its eval
+    metrics over batches, so equal batches keep the held-out accuracy a plain mean over pairs.
+    """
+    for size in range(min(largest, eval_rows), train_batch - 1, -1):
+        if size >= 1 and eval_rows % size == 0:
+            return size
+    return train_batch
 
 
 def make_lora_config(config: DPOTrainingConfig) -> Any:
@@ -123,11 +143,13 @@ def make_lora_config(config: DPOTrainingConfig) -> Any:
 def make_dpo_args(config: DPOTrainingConfig, output_dir: str | os.PathLike[str], *,
                   device: str, dtype: str, gradient_checkpointing: bool, batch_size: int,
                   progress: bool = True, precompute: bool | None = None,
+                  eval_batch: int | None = None,
                   report_to: Sequence[str] = (), **trl_overrides: Any) -> Any:
     """TRL ``DPOConfig`` for ``config``; ``precompute``: the resolved
-    :func:`resolve_precompute` (default: the config's value, None as off); ``trl_overrides``
-    are passed through last (an escape hatch for experiments and profiling, not needed for
-    normal runs)."""
+    :func:`resolve_precompute` (default: the config's value, None as off);
+    ``eval_batch``: pairs per evaluation batch (default: ``batch_size``);
+    ``trl_overrides`` are passed through last (an escape hatch for experiments and profiling,
+    not needed for normal runs)."""
     from trl import DPOConfig
 
     kw: dict[str, Any] = dict(
@@ -164,7 +186,7 @@ def make_dpo_args(config: DPOTrainingConfig, output_dir: str | os.PathLike[str],
         report_to=list(report_to) or "none",  # TensorBoard: aad_kit.tracking.dpo_tracking's callback
         eval_strategy="steps" if config.eval_steps else "no",
         eval_steps=config.eval_steps,
-        per_device_eval_batch_size=batch_size,
+        per_device_eval_batch_size=eval_batch or batch_size,
         disable_tqdm=not progress,
         dataloader_num_workers=0,
     )
@@ -240,17 +262,19 @@ def build_dpo_trainer(
     if sharing and precompute:
         # one prompt pass serves the whole precompute batch: bigger batches are cheaper per pair
         overrides.setdefault("precompute_ref_batch_size", max(batch, 8))
-    args = make_dpo_args(config, output_dir, device=device, dtype=dtype,
-                         gradient_checkpointing=gc_on, batch_size=batch, progress=progress,
-                         precompute=precompute, report_to=report_to, **overrides)
-    train_ds = ds.select_columns(list(PREFERENCE_COLUMNS))
     eval_ds = None
     if eval_dataset is not None and config.eval_steps:
         eval_ds = load_preference_dataset(eval_dataset)
         if validate_preference_dataset(eval_ds) != fmt:
             raise ValueError("the eval dataset must have the training dataset's format")
         eval_ds = eval_ds.select_columns(list(PREFERENCE_COLUMNS))
-    elif config.eval_steps:
+    eval_batch = eval_batch_size(len(eval_ds), batch) if eval_ds is not None and sharing else batch
+    args = make_dpo_args(config, output_dir, device=device, dtype=dtype,
+                         gradient_checkpointing=gc_on, batch_size=batch, progress=progress,
+                         precompute=precompute, eval_batch=eval_batch, report_to=report_to,
+                         **overrides)
+    train_ds = ds.select_columns(list(PREFERENCE_COLUMNS))
+    if config.eval_steps and eval_ds is None:
         notes.append("eval_steps is set but no eval dataset was given: no evaluation")
         args.eval_strategy = "no"
     from aad_kit.training.prefix_sharing import shared_prefix_trainer_class
@@ -258,6 +282,7 @@ def build_dpo_trainer(
     with _quiet(progress), _known_warnings():
         trainer = shared_prefix_trainer_class()(
             share_prompt_prefix=sharing,
+            precompute_eval_ref=eval_ds is not None and not precompute,
             model=model,
             ref_model=None,  # with peft_config: the reference is the adapter-disabled model
             args=args,
@@ -296,6 +321,9 @@ def build_dpo_trainer(
         batch_size_clamped=clamped, dataset_format=fmt, rows=len(ds), rows_after_filter=kept,
         total_steps=total, setup_s=round(time.perf_counter() - t0, 3), prompt_sharing=sharing,
         precompute_ref_log_probs=precompute,
+        eval_batch_size=eval_batch if eval_ds is not None else None,
+        eval_reference_precomputed=eval_ds is not None and (
+            precompute or bool(getattr(trainer, "_eval_ref_precomputed", False))),
         notes=notes,
     )
     return trainer, setup
@@ -304,6 +332,7 @@ def build_dpo_trainer(
 __all__ = [
     "TrainerSetup",
     "build_dpo_trainer",
+    "eval_batch_size",
     "make_dpo_args",
     "make_lora_config",
     "resolve_precompute",
