@@ -121,7 +121,7 @@ def eval_batch_size(eval_rows: int, train_batch: int, largest: int = 8) -> int:
     metrics over batches, so equal batches keep the held-out accuracy a plain mean over pairs.
     """
     for size in range(min(largest, eval_rows), train_batch - 1, -1):
-        if size >= 1 and eval_rows % size == 0:
+        if eval_rows % size == 0:
             return size
     return train_batch
 
