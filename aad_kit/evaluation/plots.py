@@ -182,6 +182,31 @@ def status_shares(samples: pd.DataFrame, models: Sequence[str] | None = None) ->
     return fig
 
 
+def _forest_rows(ax: plt.Axes, sub: pd.DataFrame, metric: str, labels: Sequence[str]) -> None:
+    """One row per line of ``sub``: the difference ``d_<metric>`` with its interval; filled
+    when the interval excludes 0; "undefined" where a model had no valid answer."""
+    d, lo, hi = f"d_{metric}", f"d_{metric}_lo", f"d_{metric}_hi"
+    sub = sub.reset_index(drop=True)
+    for y, r in sub.iterrows():
+        if math.isnan(r[d]):
+            ax.annotate("undefined (no valid answer)", (0.5, y), xycoords=("axes fraction", "data"),
+                        ha="center", va="center", fontsize=7, color="#757575",
+                        bbox={"fc": "white", "ec": "none", "pad": 1})
+            continue
+        color = "#1565c0" if r[d] >= 0 else "#c62828"
+        differs = not math.isnan(r[lo]) and (r[lo] > 0 or r[hi] < 0)
+        if not math.isnan(r[lo]):
+            ax.hlines(y, r[lo], r[hi], color=color, lw=1.5)
+        ax.plot(r[d], y, "o", color=color, mfc=color if differs else "white", ms=6)
+    ax.axvline(0, color="#616161", lw=0.8, ls="--")
+    span = sub[[d, lo, hi]].to_numpy(dtype=float)
+    span = np.abs(span[np.isfinite(span)])
+    half = 1.15 * float(span.max()) if span.size and span.max() > 0 else 1.0
+    ax.set_xlim(-half, half)  # 0 in the middle: the sign is what matters
+    ax.set_yticks(range(len(sub)), list(labels), fontsize=7)
+    ax.set_ylim(len(sub) - 0.5, -0.5)
+
+
 def comparison_forest(comparison: pd.DataFrame, metric: str = "valid_rate") -> Figure:
     """Tuned minus base per setting with its interval (``metric``: ``valid_rate`` or
     ``mean_score``). Filled marks: the interval excludes 0 (distinguishable); hollow: not;
@@ -189,30 +214,28 @@ def comparison_forest(comparison: pd.DataFrame, metric: str = "valid_rate") -> F
     tasks = list(dict.fromkeys(comparison["task"]))
     n_max = comparison.groupby("task")["setting"].nunique().max() if len(comparison) else 1
     fig, axes = _panels(max(1, len(tasks)), width=4.2, height=1.6 + 0.45 * n_max)
-    d, lo, hi, differs = f"d_{metric}", f"d_{metric}_lo", f"d_{metric}_hi", f"{metric}_differs"
     for ax, task in zip(axes, tasks, strict=False):
-        sub = comparison[comparison["task"] == task].reset_index(drop=True)
-        for y, r in sub.iterrows():
-            if math.isnan(r[d]):
-                ax.annotate("undefined (no valid answer)", (0.5, y), xycoords=("axes fraction", "data"),
-                            ha="center", va="center", fontsize=7, color="#757575",
-                            bbox={"fc": "white", "ec": "none", "pad": 1})
-                continue
-            color = "#1565c0" if r[d] >= 0 else "#c62828"
-            if not math.isnan(r[lo]):
-                ax.hlines(y, r[lo], r[hi], color=color, lw=1.5)
-            ax.plot(r[d], y, "o", color=color, mfc=color if r[differs] else "white", ms=6)
-        ax.axvline(0, color="#616161", lw=0.8, ls="--")
-        span = sub[[d, lo, hi]].to_numpy(dtype=float)
-        span = np.abs(span[np.isfinite(span)])
-        half = 1.15 * float(span.max()) if span.size and span.max() > 0 else 1.0
-        ax.set_xlim(-half, half)  # 0 in the middle: the sign is what matters
-        ax.set_yticks(range(len(sub)), [_setting_label(s, r) for s, r in zip(sub["setting"], sub["role"], strict=True)],
-                      fontsize=7)
-        ax.set_ylim(len(sub) - 0.5, -0.5)
+        sub = comparison[comparison["task"] == task]
+        _forest_rows(ax, sub, metric, [_setting_label(s, r) for s, r in zip(sub["setting"], sub["role"], strict=True)])
         ax.set_title(task, fontsize=10)
         ax.set_xlabel(f"tuned - base: {_label(metric).splitlines()[0]}", fontsize=8)
     fig.suptitle("Tuned minus base (filled: interval excludes 0)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def ablation_forest(table: pd.DataFrame, role: str = "train") -> Figure:
+    """The pair-strategy ablation (:func:`aad_kit.ablation.ablation_table`): tuned minus base
+    per strategy on the setting(s) of ``role``, valid rate and mean score side by side."""
+    sub = table[(table["role"] == role) & table["d_valid_rate"].notna()]
+    fig, axes = _panels(2, width=4.2, height=1.6 + 0.45 * max(1, len(sub)))
+    labels = [f"{s}{' (run)' if src else ''}\n{st}" for s, src, st in
+              zip(sub["strategy"], sub["source"], sub["setting"], strict=True)]
+    for ax, metric in zip(axes, ("valid_rate", "mean_score"), strict=True):
+        _forest_rows(ax, sub, metric, labels)
+        ax.set_xlabel(f"tuned - base: {_label(metric).splitlines()[0]}", fontsize=8)
+    fig.suptitle(f"Pair strategies by the tuned model ({ROLE_LABEL.get(role, role)}; filled: interval "
+                 "excludes 0)", fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -172,6 +172,22 @@ def _drop_model(run_dir: Path, model: str) -> None:
         path.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
 
 
+def stored_models(run_dir: Path) -> list[str]:
+    """The models whose sampling parameters the run directory's config file records."""
+    return list(_read_state(Path(run_dir))["models"])
+
+
+def forget_model(run_dir: Path, model: str) -> None:
+    """Remove ``model``'s rows, answers and recorded parameters, so that a later study
+    samples it afresh under whatever spec it then has (an ablation branch's tuned model)."""
+    run_dir = Path(run_dir)
+    _drop_model(run_dir, model)
+    state = _read_state(run_dir)
+    state["models"].pop(model, None)
+    state["model_info"].pop(model, None)
+    _write_state(run_dir, state)
+
+
 def _order(df: pd.DataFrame, config: GeneralisationConfig) -> pd.DataFrame:
     """Rows sorted by model (config order), grid order, seed, sample."""
     if df.empty:
