@@ -175,12 +175,13 @@ VS_SOURCE_COLUMNS = ("d_valid_rate_vs_source", "d_valid_rate_vs_source_lo", "d_v
                      "d_mean_score_vs_source", "d_mean_score_vs_source_lo", "d_mean_score_vs_source_hi")
 
 
-def _tuned_vs_source(src: RunLayout, lay: RunLayout) -> dict[tuple[str, str], dict[str, float]]:
-    """This branch's tuned model minus the source run's, per (task, setting), with 95 %
-    bootstrap intervals: the direct comparison of two strategies (same base, same grid)."""
+def _tuned_vs_source(a: pd.DataFrame, lay: RunLayout) -> dict[tuple[str, str], dict[str, float]]:
+    """This branch's tuned model minus the source run's (``a``: the source's samples), per
+    (task, setting), with 95 % bootstrap intervals: the direct comparison of two strategies
+    (same base, same grid)."""
     from aad_kit.evaluation.metrics import compare_models
 
-    a, b = storage.load_samples(src.root), storage.load_samples(lay.root)
+    b = storage.load_samples(lay.root)
     if a.empty or b.empty:
         return {}
     both = pd.concat([a[a["model"] == "tuned"].assign(model="source"),
@@ -202,6 +203,7 @@ def ablation_table(run_dir: str | Path) -> pd.DataFrame:
     have one row saying how many of stages 4-6 are done."""
     src = RunLayout.of(run_dir)
     rows: list[dict[str, Any]] = []
+    source_samples = storage.load_samples(src.root)  # read once, compared with every branch
     for strategy, lay in _branches(src):
         o4, o5 = lay.outputs("04_dar_sampling"), lay.outputs("05_dpo_training")
         done = [s for s in BRANCH_STAGES if lay.done_marker(s).exists()]
@@ -213,7 +215,7 @@ def ablation_table(run_dir: str | Path) -> pd.DataFrame:
         if len(done) < len(BRANCH_STAGES) or not path.is_file():
             rows.append(head)
             continue
-        vs = {} if lay.root == src.root else _tuned_vs_source(src, lay)
+        vs = {} if lay.root == src.root else _tuned_vs_source(source_samples, lay)
         for _, r in pd.read_csv(path).iterrows():
             rows.append({**head, **{c: r.get(c) for c in COMPARISON_COLUMNS},
                          **vs.get((r["task"], r["setting"]), {})})
@@ -225,9 +227,10 @@ def ablation_table(run_dir: str | Path) -> pd.DataFrame:
 def write_ablation(run_dir: str | Path, table: pd.DataFrame) -> dict[str, Path]:
     """Save the table (``tables/ablation.csv``) and, when some strategy was evaluated, its
     figure (``figures/ablation.png``), and refresh the run's report; returns the paths written."""
+    import matplotlib.pyplot as plt
+
     from aad_kit import plots
     from aad_kit.evaluation import plots as gen_plots
-
     from aad_kit.run_report import write_report
 
     layout = RunLayout.of(run_dir)
@@ -237,8 +240,6 @@ def write_ablation(run_dir: str | Path, table: pd.DataFrame) -> dict[str, Path]:
     if table["d_valid_rate"].notna().any():
         fig = gen_plots.ablation_forest(table)
         plots.save_figure(fig, str(layout.root), TABLE)
-        import matplotlib.pyplot as plt
-
         plt.close(fig)
         out["figure"] = layout.figure(TABLE)
     write_report(layout.root)  # the run's one page includes the ablation
