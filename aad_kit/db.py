@@ -310,6 +310,26 @@ class AlgorithmDB:
             )
             return True
 
+    def restore_run(
+        self, run_id: str, config: dict[str, Any], manifest: dict[str, Any], *,
+        resumes: Sequence[dict[str, Any]] = (), status: str = "running",
+        created_at: str | None = None, updated_at: str | None = None,
+    ) -> bool:
+        """Insert a run copied from an export with its own history (the sessions that made it,
+        when, its status), so resuming it on a fresh machine does not make it look new.
+        Returns False (and changes nothing) if ``run_id`` is already here."""
+        created = created_at or now_iso()
+        with self._transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO runs (run_id, task, setting, config, manifest, status, resumes, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (run_id) DO NOTHING",
+                (run_id, config.get("task"), config.get("setting"), _canonical(config),
+                 _canonical(manifest), status, _canonical(list(resumes)), created,
+                 updated_at or created),
+            )  # fmt: skip
+            return cur.rowcount == 1
+
     def get_run(self, run_id: str) -> RunInfo | None:
         rows = self._query("SELECT * FROM runs WHERE run_id = ?", (run_id,))
         if not rows:
@@ -361,13 +381,15 @@ class AlgorithmDB:
         notes: Iterable[str] = (),
         finish_reason: str | None = None,
         completion_tokens: int | None = None,
+        created_at: str | None = None,
     ) -> int:
         """Insert one algorithm and return its id.
 
         Idempotent on ``(run_id, sample_index)``: adding a sample that is already stored
         returns the existing id and changes nothing. ``code_hash`` defaults to
         :func:`aad_kit.code.code_hash` of ``code``. ``status`` may be a
-        :class:`~aad_kit.result.Status` or its string value.
+        :class:`~aad_kit.result.Status` or its string value. ``created_at`` (default: now)
+        is given when a record is copied from an export, so it keeps when it was sampled.
         """
         status = getattr(status, "value", status)
         if code is not None and code_hash is None:
@@ -381,7 +403,7 @@ class AlgorithmDB:
             "metric": _finite_or_none(metric), "status": str(status), "error": error,
             "eval_time_s": eval_time_s, "duplicate_of": duplicate_of,
             "notes": json.dumps(list(notes)), "finish_reason": finish_reason,
-            "completion_tokens": completion_tokens, "created_at": now_iso(),
+            "completion_tokens": completion_tokens, "created_at": created_at or now_iso(),
         }  # fmt: skip
         names = ", ".join(values)
         marks = ", ".join("?" for _ in values)

@@ -154,27 +154,41 @@ def load_manifest(spec: TeacherSpec | str, root: Path | None = None) -> dict[str
 _RECORD_FIELDS = (
     "operator", "generation", "sample_index", "model_id", "prompt", "raw_response", "code",
     "code_hash", "idea", "score", "metric", "status", "error", "eval_time_s", "notes",
-    "finish_reason", "completion_tokens",
+    "finish_reason", "completion_tokens", "created_at",
 )  # fmt: skip
 
 
+# what an export keeps of each session's manifest: enough to say who ran it, when, on what
+_SESSION_FIELDS = ("created_at", "git_commit", "aad_kit_version", "evaluator_version", "platform")
+
+
 def import_into(db: AlgorithmDB, records: Sequence[dict[str, Any]],
-                run_configs: dict[str, dict[str, Any]] | None = None,
+                runs: Sequence[dict[str, Any]] = (),
                 manifest: dict[str, Any] | None = None) -> dict[int, int]:
     """Copy exported records into ``db`` (run by run), remapping ids so ``parent_ids`` and
     ``duplicate_of`` still point at the right rows; runs already present are skipped.
+
+    ``runs``: the export manifest's run entries. A run with one keeps its config, status,
+    dates and the sessions that made it (``history``), and every record keeps its
+    ``created_at``, so a database grown over several machines stays auditable.
+    ``manifest`` is merged into the run's first-session manifest (where it came from).
     Returns ``{old id: new id}`` of the rows written."""
     by_run: dict[str, list[dict[str, Any]]] = {}
     for r in sorted(records, key=lambda r: int(r["id"])):
         by_run.setdefault(str(r["run_id"]), []).append(r)
+    entries = {str(e["run_id"]): e for e in runs}
     id_map: dict[int, int] = {}
     existing = {info.run_id for info in db.runs()}
     for run_id, recs in by_run.items():
         if run_id in existing:
             continue
-        config = (run_configs or {}).get(run_id) or {"task": recs[0]["task"], "setting": recs[0]["setting"],
-                                                     "imported": True}
-        db.start_or_resume_run(run_id, config, manifest or base_manifest(imported_from="teacher"))
+        entry = entries.get(run_id, {})
+        config = entry.get("config") or {"task": recs[0]["task"], "setting": recs[0]["setting"],
+                                         "imported": True}
+        history = list(entry.get("history") or [])
+        first = {**(history[0] if history else base_manifest(imported_from="teacher")), **(manifest or {})}
+        db.restore_run(run_id, config, first, resumes=history[1:], status=entry.get("status", "running"),
+                       created_at=entry.get("created_at"), updated_at=entry.get("updated_at"))
         for r in recs:
             new = db.add_algorithm(
                 run_id=run_id, task=r["task"], setting=r["setting"],
@@ -191,8 +205,7 @@ def import_teacher_db(db: AlgorithmDB, spec: TeacherSpec | str, root: Path | Non
     database (once; a resumed stage finds them there). Returns the teacher run ids."""
     spec = get_teacher(spec) if isinstance(spec, str) else spec
     man = load_manifest(spec, root)
-    configs = {r["run_id"]: r["config"] for r in man.get("runs", [])}
-    import_into(db, load_records(spec, root), configs,
+    import_into(db, load_records(spec, root), man.get("runs", []),
                 manifest={"imported_from": spec.path or f"data/teacher/{spec.name}", "teacher_manifest": man})
     return [r["run_id"] for r in man.get("runs", [])]
 
@@ -232,7 +245,9 @@ def export(spec: TeacherSpec, db: AlgorithmDB, root: Path | None = None,
              "samples": sum(1 for r in samples if r.run_id == i.run_id),
              "created_at": i.created_at, "updated_at": i.updated_at,
              "sessions": 1 + len(i.resumes),
-             "kit_commits": sorted({m.get("git_commit") or "" for m in [i.manifest, *i.resumes]} - {""})}
+             "kit_commits": sorted({m.get("git_commit") or "" for m in [i.manifest, *i.resumes]} - {""}),
+             # one entry per session that ran it (kept across fresh machines by import_into)
+             "history": [{k: m.get(k) for k in _SESSION_FIELDS} for m in [i.manifest, *i.resumes]]}
             for i in runs
         ],  # fmt: skip
         "n_records": len(records),
@@ -276,9 +291,7 @@ def build(spec: TeacherSpec | str, *, seeds: Sequence[int] | None = None, budget
     with AlgorithmDB(db_path) as db:
         shipped = data_dir(spec, root) / RECORDS_FILE
         if shipped.is_file():
-            man = load_manifest(spec, root)
-            configs = {r["run_id"]: r["config"] for r in man.get("runs", [])}
-            import_into(db, load_records(spec, root), configs)
+            import_into(db, load_records(spec, root), load_manifest(spec, root).get("runs", []))
         t0 = time.perf_counter()
         for seed in spec.seeds:
             def _export(_run: str, _n: int) -> None:

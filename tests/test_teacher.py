@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from aad_kit import db as aad_db
+from aad_kit import manifest as aad_manifest
 from aad_kit import teacher
 from aad_kit.db import AlgorithmDB
+from aad_kit.manifest import now_iso
 from aad_kit.teacher import TeacherSpec
 from tests.test_dar import RichFakeSampler
 
@@ -78,8 +81,13 @@ def test_interrupted_build_resumes_from_the_export(spec: TeacherSpec, tmp_path: 
         return out
 
     monkeypatch.setattr(teacher, "export", dying_export)
+    earlier = "2020-01-01T00:00:00+00:00"  # the first sitting's clock, so dates can be told apart
+    for module in (aad_db, aad_manifest):
+        monkeypatch.setattr(module, "now_iso", lambda: earlier)
     with pytest.raises(KeyboardInterrupt):
         teacher.build(spec, root=tmp_path, sampler=RichFakeSampler(), progress=False)
+    for module in (aad_db, aad_manifest):
+        monkeypatch.setattr(module, "now_iso", now_iso)
     half = teacher.load_records(spec, tmp_path)
     assert sum(r["sample_index"] >= 0 for r in half) == 8
     (tmp_path / spec.name / "work.sqlite").unlink()  # as on a fresh clone
@@ -95,6 +103,14 @@ def test_interrupted_build_resumes_from_the_export(spec: TeacherSpec, tmp_path: 
     full = teacher.load_records(spec, full_root)
     key = lambda r: (r["sample_index"], r["code"], r["score"], r["status"])  # noqa: E731
     assert sorted(map(key, resumed)) == sorted(map(key, full))
+    # the resume on a fresh machine keeps the provenance of the first sitting: when each
+    # sample was made, when the run started, and both sessions in its history
+    made = {r["sample_index"]: r["created_at"] for r in resumed}
+    assert {made[r["sample_index"]] for r in half} == {earlier}
+    assert {t for i, t in made.items() if i >= 8} and earlier not in {t for i, t in made.items() if i >= 8}
+    run = teacher.load_manifest(spec, tmp_path)["runs"][0]
+    assert run["created_at"] == earlier and run["sessions"] == 2 and run["status"] == "finished"
+    assert [h["created_at"] == earlier for h in run["history"]] == [True, False]
 
 
 def test_extend_with_a_new_seed_keeps_the_shipped_runs(spec: TeacherSpec, tmp_path: Path):
