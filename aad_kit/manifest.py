@@ -33,7 +33,10 @@ def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str
 
 
 def git_commit(repo: Path | None = None) -> str | None:
-    """The checked-out commit (with ``+dirty`` if the tree has changes), or None outside git."""
+    """The checked-out commit (with ``+dirty`` if tracked code has changes), or None outside git.
+
+    Changes under ``data/`` do not count: a teacher build rewrites its shipped export after
+    every batch, and the kit's code, which this names, is unchanged by that."""
     repo = repo or Path(__file__).resolve().parents[1]
     try:
         head = subprocess.run(
@@ -42,7 +45,8 @@ def git_commit(repo: Path | None = None) -> str | None:
         if head.returncode != 0:
             return None
         dirty = subprocess.run(
-            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no", "--", ".",
+             ":(exclude)data"],
             capture_output=True, text=True, timeout=5,
         )
         return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")

@@ -184,3 +184,24 @@ def test_an_export_directory_is_a_teacher_database_by_path(spec: TeacherSpec, tm
         teacher.get_teacher(str(tmp_path))
     with pytest.raises(KeyError, match="or the path of an exported database"):
         teacher.get_teacher("no-such-db")
+
+
+def test_kit_commit_ignores_the_data_a_build_rewrites(tmp_path: Path):
+    """A teacher build rewrites data/teacher/... after every batch; the next session's manifest
+    must still name the kit's code as clean, and a change to the code as dirty."""
+    import subprocess
+
+    def git(*a: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), *a], check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "db.jsonl").write_text("1\n")
+    (tmp_path / "kit.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    (tmp_path / "data" / "db.jsonl").write_text("1\n2\n")
+    clean = aad_manifest.git_commit(tmp_path)
+    assert clean is not None and not clean.endswith("+dirty")
+    (tmp_path / "kit.py").write_text("x = 2\n")
+    assert aad_manifest.git_commit(tmp_path) == clean + "+dirty"
