@@ -294,6 +294,10 @@ def build(spec: TeacherSpec | str, *, seeds: Sequence[int] | None = None, budget
             import_into(db, load_records(spec, root), load_manifest(spec, root).get("runs", []))
         t0 = time.perf_counter()
         for seed in spec.seeds:
+            done = db.get_run(spec.run_id(seed))
+            if done is not None and done.status == "finished":
+                continue  # resuming it would only add a session that sampled nothing
+
             def _export(_run: str, _n: int) -> None:
                 export(spec, db, root, info)
 

@@ -117,6 +117,7 @@ def test_extend_with_a_new_seed_keeps_the_shipped_runs(spec: TeacherSpec, tmp_pa
     teacher.build(spec, root=tmp_path, sampler=RichFakeSampler(), progress=False)
     m = teacher.build(spec, seeds=[0, 1], root=tmp_path, sampler=RichFakeSampler(), progress=False)
     assert [r["run_id"] for r in m["runs"]] == [spec.run_id(0), spec.run_id(1)]
+    assert [r["sessions"] for r in m["runs"]] == [1, 1]  # the finished seed 0 is not resumed
     assert m["n_samples"] == 32
     with gzip.open(tmp_path / spec.name / "algorithms.jsonl.gz", "rt") as f:
         assert len({json.loads(line)["run_id"] for line in f}) == 2
