@@ -170,6 +170,11 @@ class RunInfo:
     created_at: str = ""
     updated_at: str = ""
 
+    @property
+    def sessions(self) -> list[dict[str, Any]]:
+        """The manifest of every session that ran it: the first, then each resume."""
+        return [self.manifest, *self.resumes]
+
 
 def _canonical(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
@@ -285,12 +290,7 @@ class AlgorithmDB:
         with self._transaction() as conn:
             row = conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
             if row is None:
-                conn.execute(
-                    "INSERT INTO runs (run_id, task, setting, config, manifest, status, "
-                    "created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'running', ?, ?)",
-                    (run_id, config.get("task"), config.get("setting"), config_json,
-                     _canonical(manifest), now, now),
-                )  # fmt: skip
+                self._insert_run(conn, run_id, config, manifest, "running", (), now, now)
                 return False
             old = json.loads(row["config"])
             if _canonical(old) != config_json:
@@ -320,15 +320,22 @@ class AlgorithmDB:
         Returns False (and changes nothing) if ``run_id`` is already here."""
         created = created_at or now_iso()
         with self._transaction() as conn:
-            cur = conn.execute(
-                "INSERT INTO runs (run_id, task, setting, config, manifest, status, resumes, "
-                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (run_id) DO NOTHING",
-                (run_id, config.get("task"), config.get("setting"), _canonical(config),
-                 _canonical(manifest), status, _canonical(list(resumes)), created,
-                 updated_at or created),
-            )  # fmt: skip
-            return cur.rowcount == 1
+            return self._insert_run(conn, run_id, config, manifest, status, resumes, created,
+                                    updated_at or created)
+
+    @staticmethod
+    def _insert_run(conn: sqlite3.Connection, run_id: str, config: dict[str, Any],
+                    manifest: dict[str, Any], status: str, resumes: Sequence[dict[str, Any]],
+                    created_at: str, updated_at: str) -> bool:
+        """The one INSERT of a run row (new or restored); False if ``run_id`` exists."""
+        cur = conn.execute(
+            "INSERT INTO runs (run_id, task, setting, config, manifest, status, resumes, "
+            "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (run_id) DO NOTHING",
+            (run_id, config.get("task"), config.get("setting"), _canonical(config),
+             _canonical(manifest), status, _canonical(list(resumes)), created_at, updated_at),
+        )  # fmt: skip
+        return cur.rowcount == 1
 
     def get_run(self, run_id: str) -> RunInfo | None:
         rows = self._query("SELECT * FROM runs WHERE run_id = ?", (run_id,))

@@ -244,10 +244,10 @@ def export(spec: TeacherSpec, db: AlgorithmDB, root: Path | None = None,
             {"run_id": i.run_id, "status": i.status, "config": i.config,
              "samples": sum(1 for r in samples if r.run_id == i.run_id),
              "created_at": i.created_at, "updated_at": i.updated_at,
-             "sessions": 1 + len(i.resumes),
-             "kit_commits": sorted({m.get("git_commit") or "" for m in [i.manifest, *i.resumes]} - {""}),
+             "sessions": len(i.sessions),
+             "kit_commits": sorted({m.get("git_commit") or "" for m in i.sessions} - {""}),
              # one entry per session that ran it (kept across fresh machines by import_into)
-             "history": [{k: m.get(k) for k in _SESSION_FIELDS} for m in [i.manifest, *i.resumes]]}
+             "history": [{k: m.get(k) for k in _SESSION_FIELDS} for m in i.sessions]}
             for i in runs
         ],  # fmt: skip
         "n_records": len(records),
