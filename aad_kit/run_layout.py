@@ -22,6 +22,9 @@ Artifacts (relative to the run directory)::
     generalisation_*              the evaluation study's tables (aad_kit.evaluation)
     ablation/<strategy>/          a branch run: stages 1-3 copied, 4-6 with that pair strategy
                                   (aad_kit.ablation; the comparison: tables/ablation.csv)
+
+``aad-kit pack`` (:mod:`aad_kit.run_archive`) moves a run between machines without dpo/checkpoints/
+(and without dpo/adapter/ unless asked).
 """
 
 from __future__ import annotations

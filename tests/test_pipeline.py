@@ -438,3 +438,29 @@ def test_ablation_refuses_a_run_whose_shared_stages_have_not_finished(tmp_path, 
     err = capsys.readouterr().out
     assert "02_candidate_generation" in err and "run those stages first" in err
     assert not (run_dir / "ablation" / "random").exists()
+
+
+def test_a_packed_run_unpacked_elsewhere_can_be_branched_and_read(smoke_run, tmp_path, capsys):
+    """``aad-kit pack`` / ``unpack`` move a finished run to another machine without its model
+    state: the copy keeps every stage record and answer, an ablation can branch it, and the only
+    output it lacks is the one named (the adapter)."""
+    from aad_kit.ablation import ablation_table, make_branch
+    from aad_kit.evaluation.storage import load_samples
+    from aad_kit.run_layout import STAGE_ORDER, RunLayout
+
+    archive = tmp_path / "smoke.tar.gz"
+    assert cli_main(["pack", str(smoke_run), "-o", str(archive)]) == 0
+    assert cli_main(["unpack", str(archive), "--to", str(tmp_path / "moved")]) == 0
+    printed = capsys.readouterr().out
+    assert "05_dpo_training recorded 'adapter' at dpo/adapter, which is not here" in printed
+    moved = RunLayout.of(tmp_path / "moved")
+    src = RunLayout.of(smoke_run)
+    assert moved.read_manifest()["stages"] == src.read_manifest()["stages"]
+    assert all(moved.done_marker(s).exists() for s in STAGE_ORDER)
+    pd.testing.assert_frame_equal(load_samples(moved.root), load_samples(src.root))
+    assert not moved.adapter.exists() and not (moved.dpo / "checkpoints").exists()
+    cols = ["strategy", "n_pairs", "dpo_steps", "heldout_pref_accuracy", "d_valid_rate", "d_mean_score"]
+    pd.testing.assert_frame_equal(ablation_table(moved.root)[cols], ablation_table(src.root)[cols])
+    branch = RunLayout(make_branch(moved.root, "random"))
+    assert branch.done_marker("03_evaluator_scoring").exists()
+    assert branch.database.stat().st_size > 0
