@@ -54,12 +54,17 @@ def _names(archive: Path) -> set[str]:
         return set(tar.getnames())
 
 
-def test_pack_leaves_out_model_state_and_says_so(tmp_path):
+def _packed_while_open(tmp_path: Path):
+    """The fake run packed while its database connection is still open (rows in the WAL)."""
     lay, db = _fake_run(tmp_path / "run")
     try:
-        rep = pack(lay.root, tmp_path / "run.tar.gz")
+        return lay, pack(lay.root, tmp_path / "run.tar.gz")
     finally:
         db.close()
+
+
+def test_pack_leaves_out_model_state_and_says_so(tmp_path):
+    _, rep = _packed_while_open(tmp_path)
     names = _names(rep.archive)
     assert {"manifest.json", "algorithms.sqlite", "dpo/training_log.jsonl", "tables/generalisation.csv",
             "stages/01_task_definition.done", "ablation/random/manifest.json",
@@ -74,11 +79,7 @@ def test_pack_leaves_out_model_state_and_says_so(tmp_path):
 
 
 def test_unpack_restores_a_consistent_database_and_names_what_is_missing(tmp_path):
-    lay, db = _fake_run(tmp_path / "run")
-    try:
-        rep = pack(lay.root, tmp_path / "run.tar.gz")
-    finally:
-        db.close()
+    _, rep = _packed_while_open(tmp_path)
     out = unpack(rep.archive, tmp_path / "elsewhere" / "run")
     restored = RunLayout(out.run_dir)
     con = sqlite3.connect(restored.database)
