@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import sqlite3
 import tarfile
 import tempfile
@@ -174,7 +175,7 @@ def unpack(archive: str | Path, run_dir: str | Path | None = None) -> UnpackRepo
             if not (m.isfile() or m.isdir()) or name.is_absolute() or ".." in name.parts:
                 raise ValueError(f"{src}: refusing member {m.name!r} (only plain files inside the run)")
         tmp = dest.with_name(dest.name + ".partial")
-        _rmtree(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         try:
             if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4 / 3.10.12: also sanitises modes
@@ -182,7 +183,7 @@ def unpack(archive: str | Path, run_dir: str | Path | None = None) -> UnpackRepo
             else:  # pragma: no cover - older Pythons; members were checked above
                 tar.extractall(tmp, members=members)
         except (tarfile.TarError, OSError):
-            _rmtree(tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
             raise
     if dest.exists():
         dest.rmdir()
@@ -190,12 +191,6 @@ def unpack(archive: str | Path, run_dir: str | Path | None = None) -> UnpackRepo
     layout = RunLayout(dest)
     left_out = list(meta.get("left_out") or [])
     return UnpackReport(dest, len(members), left_out, _missing_outputs(layout, left_out))
-
-
-def _rmtree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def mb(n: int) -> str:
