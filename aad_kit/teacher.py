@@ -9,6 +9,10 @@ Layout of ``data/teacher/<name>/``:
 
 * ``algorithms.jsonl.gz``: every record of every run (one JSON object per line: the
   :class:`~aad_kit.db.AlgorithmRecord` fields, ids as in the working database);
+* ``scores.jsonl.gz`` (optional): the sandbox results of its valid programs on the task's
+  other settings (:func:`score_settings`), which stage 4 needs for the held-out pairs; stage 2
+  seeds a run's evaluation cache with them (:func:`seed_eval_cache`) so a run does not spend
+  minutes re-scoring the same programs;
 * ``manifest.json``: the spec, each run's search config, status and sample count, the model's
   info (sha256, provenance), the evaluator version, the kit commit, and the command that
   regenerates or extends it.
@@ -39,6 +43,7 @@ from aad_kit.manifest import base_manifest, now_iso
 DATA_DIR = Path(__file__).resolve().parents[1] / "data" / "teacher"
 RECORDS_FILE = "algorithms.jsonl.gz"
 MANIFEST_FILE = "manifest.json"
+SCORES_FILE = "scores.jsonl.gz"  # sandbox results on other settings (an export of a ResultCache)
 REFERENCE_FILE = "reference_answers.jsonl"  # the teacher's own answers (a replay file)
 
 
@@ -258,8 +263,8 @@ def export(spec: TeacherSpec, db: AlgorithmDB, root: Path | None = None,
         "regenerate": f"aad-kit teacher build {spec.name}",
         **{k: v for k, v in base_manifest().items() if k in
            ("aad_kit_version", "evaluator_version", "git_commit", "python", "platform", "packages")},
-        # the reference answers are made by another command; an export must not drop them
-        **({"reference": old["reference"]} if "reference" in old else {}),
+        # the reference answers and scores are made by other commands; an export must not drop them
+        **({k: old[k] for k in ("reference", "scores") if k in old}),
     }
     tmpm = out / (MANIFEST_FILE + ".tmp")
     tmpm.write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
@@ -308,6 +313,78 @@ def build(spec: TeacherSpec | str, *, seeds: Sequence[int] | None = None, budget
         manifest = export(spec, db, root, info)
         manifest["build_seconds_this_call"] = round(time.perf_counter() - t0, 1)
     return manifest
+
+
+# ---------------------------------------------------------------------------- scores on other settings
+
+# Outcomes that depend on the machine's speed or load are left out of the shipped scores: a run
+# re-evaluates those programs itself.
+_MACHINE_DEPENDENT = ("timeout", "memory_limit", "sandbox_error")
+
+
+def score_settings(spec: TeacherSpec | str, settings: Sequence[str] | None = None, *, profile: str = "quick",
+                   root: Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Score the database's valid programs on ``settings`` (default: the task's other
+    settings that ``profile`` evaluates) in the sandbox, as stage 4 does for the held-out
+    pairs, and ship the results as :data:`SCORES_FILE`. Resumable: the working cache lives
+    beside the working database. Returns the manifest's ``scores`` entry."""
+    from aad_kit import profiles
+    from aad_kit.code import code_hash
+    from aad_kit.preference.heldout import rescored_records
+    from aad_kit.sandbox import ResultCache, Sandbox
+
+    spec = get_teacher(spec) if isinstance(spec, str) else spec
+    settings = list(settings or [s for s in profiles.settings_for(profile, spec.task) if s != spec.setting])
+    records = load_records(spec, root)
+    work = (work_db_path(spec) if root is None else data_dir(spec, root) / "work.sqlite").with_suffix(".scores.sqlite")
+    work.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    counts: dict[str, dict[str, int]] = {}
+    programs: set[tuple[str, str]] = set()  # (setting, code hash): only this database's programs
+    with Sandbox(profiles.sandbox_config(profile, cache_path=str(work))) as sandbox:
+        for setting in settings:
+            rows = rescored_records(records, setting, sandbox)
+            c = counts.setdefault(setting, {})
+            for r in rows:
+                c[r["status"]] = c.get(r["status"], 0) + 1
+                programs.add((setting, code_hash(r["code"])))
+            if progress:
+                print(f"[aad-kit teacher] scores on {setting}: {len(rows)} programs {c}", file=sys.stderr, flush=True)
+    cache = ResultCache(work)
+    try:
+        n = cache.export_rows(data_dir(spec, root) / SCORES_FILE,
+                              keep=lambda r: (r.setting, r.code_hash) in programs
+                              and r.status.value not in _MACHINE_DEPENDENT)
+    finally:
+        cache.close()
+    entry = {"file": SCORES_FILE, "settings": settings, "results": n, "status_counts": counts,
+             "sandbox_profile": profile, "left_out": list(_MACHINE_DEPENDENT),
+             "seconds": round(time.perf_counter() - t0, 1), "created_at": now_iso(),
+             "machine": _machine(), "regenerate": f"aad-kit teacher scores {spec.name} --settings "
+                                                  + " ".join(settings) + f" --profile {profile}",
+             **{k: v for k, v in base_manifest().items() if k in ("evaluator_version", "git_commit")}}
+    man_path = data_dir(spec, root) / MANIFEST_FILE
+    man = json.loads(man_path.read_text(encoding="utf-8"))
+    man["scores"] = entry
+    man_path.write_text(json.dumps(man, indent=2, default=str) + "\n", encoding="utf-8")
+    return entry
+
+
+def seed_eval_cache(spec: TeacherSpec | str, cache_path: str | Path, root: Path | None = None) -> int:
+    """Copy the shipped scores (if any) into a run's evaluation cache; returns the results
+    added. Only a lookup with the same task, setting, evaluator version, sandbox limits and
+    code hash is served from them, so a run with other limits simply scores anew."""
+    from aad_kit.sandbox import ResultCache
+
+    spec = get_teacher(spec) if isinstance(spec, str) else spec
+    path = data_dir(spec, root) / SCORES_FILE
+    if not path.is_file():
+        return 0
+    cache = ResultCache(cache_path)
+    try:
+        return cache.import_rows(path)
+    finally:
+        cache.close()
 
 
 # ---------------------------------------------------------------------------- reference answers
@@ -417,7 +494,7 @@ def reference_spec(spec: TeacherSpec | str, tasks: Sequence[str], needed: int, r
 
 
 def teacher_cli(argv: Sequence[str] | None = None) -> int:
-    """``aad-kit teacher list | build NAME [--seeds 0 1] [--budget N] | show NAME``."""
+    """``aad-kit teacher list | build NAME [--seeds 0 1] [--budget N] | scores NAME | show NAME``."""
     ap = argparse.ArgumentParser(prog="aad-kit teacher", description="shipped teacher databases")
     sub = ap.add_subparsers(dest="action", required=True)
     sub.add_parser("list", help="registered teacher databases and what is shipped")
@@ -428,6 +505,13 @@ def teacher_cli(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--quiet", action="store_true")
     s = sub.add_parser("show", help="print a teacher database's manifest")
     s.add_argument("name", choices=list(TEACHERS))
+    sc = sub.add_parser("scores", help="score the database's programs on other settings (ships "
+                                       "the results stage 4's held-out pairs need; resumable)")
+    sc.add_argument("name", choices=list(TEACHERS))
+    sc.add_argument("--settings", nargs="+", default=None,
+                    help="default: the task's settings the profile evaluates, but the training one")
+    sc.add_argument("--profile", default="quick", help="whose sandbox limits to score with")
+    sc.add_argument("--quiet", action="store_true")
     r = sub.add_parser("reference", help="sample the teacher's reference answers (i1 prompt)")
     r.add_argument("name", choices=list(TEACHERS))
     r.add_argument("--tasks", nargs="+", required=True)
@@ -449,6 +533,10 @@ def teacher_cli(argv: Sequence[str] | None = None) -> int:
     if args.action == "show":
         print(json.dumps(load_manifest(args.name), indent=2))
         return 0
+    if args.action == "scores":
+        e = score_settings(args.name, args.settings, profile=args.profile, progress=not args.quiet)
+        print(f"{e['results']} results on {e['settings']} -> {data_dir(get_teacher(args.name)) / SCORES_FILE}")
+        return 0
     if args.action == "reference":
         path = make_reference(args.name, args.tasks, args.n, seeds=args.seeds,
                               max_new_tokens=args.max_new_tokens)
@@ -462,6 +550,6 @@ def teacher_cli(argv: Sequence[str] | None = None) -> int:
 
 __all__ = [
     "DATA_DIR", "TEACHERS", "TeacherSpec", "build", "data_dir", "export", "get_teacher",
-    "import_teacher_db", "make_reference", "reference_path", "reference_spec", "task_match",
+    "import_teacher_db", "make_reference", "score_settings", "seed_eval_cache", "SCORES_FILE", "reference_path", "reference_spec", "task_match",
     "import_into", "load_manifest", "load_records", "teacher_cli", "teacher_for", "work_db_path",
 ]

@@ -7,6 +7,7 @@ failure behaviour are tested on top of it.
 from __future__ import annotations
 
 import ast
+import gzip
 import json
 from pathlib import Path
 
@@ -79,10 +80,12 @@ def test_task_definition_stage_scores_every_shipped_heuristic(smoke_run):
 
 
 def test_generation_stage_fills_the_algorithm_database(smoke_run):
+    from aad_kit import teacher
     from aad_kit.db import AlgorithmDB
     from aad_kit.profiles import get_profile
     from aad_kit.run_layout import RunLayout
-    from aad_kit.teacher import load_records
+    from aad_kit.sandbox import ResultCache
+    from aad_kit.teacher import load_manifest, load_records
 
     profile = get_profile("smoke")
     outputs = RunLayout.of(smoke_run).outputs("02_candidate_generation")
@@ -101,6 +104,15 @@ def test_generation_stage_fills_the_algorithm_database(smoke_run):
     assert outputs["teacher_db"] == profile.teacher_db and set(outputs["teacher_runs"]) <= set(runs)
     teacher_rows = everything[everything["run_id"].isin(outputs["teacher_runs"])]
     assert len(teacher_rows) == len(load_records(profile.teacher_db))
+    # ... with its shipped scores on other settings, so stage 4 need not re-score its programs
+    # (a few may be in the run's cache already: stage 1 scores the template there)
+    shipped = load_manifest(profile.teacher_db)["scores"]["results"]
+    assert 0 < outputs["teacher_scores_seeded"] <= shipped
+    with gzip.open(teacher.data_dir(teacher.get_teacher(profile.teacher_db)) / teacher.SCORES_FILE, "rt") as f:
+        keys = [json.loads(line)["key"] for line in f]
+    cache = ResultCache(smoke_run / "eval_cache.sqlite")
+    assert all(k in cache for k in keys)
+    cache.close()
     exported = (smoke_run / "algorithms.jsonl").read_text().splitlines()
     assert len(exported) == len(everything)
 

@@ -207,3 +207,37 @@ def test_kit_commit_ignores_the_data_a_build_rewrites(tmp_path: Path):
     assert clean is not None and not clean.endswith("+dirty")
     (tmp_path / "kit.py").write_text("x = 2\n")
     assert aad_manifest.git_commit(tmp_path) == clean + "+dirty"
+
+
+def test_shipped_scores_seed_a_runs_cache_so_held_out_rescoring_is_served_from_it(spec: TeacherSpec, tmp_path: Path):
+    """``teacher scores`` ships the sandbox results of the database's programs on another
+    setting; a run's cache seeded with them serves stage 4's re-scoring (same keys, same
+    results as scoring afresh), a sandbox with other limits is not served, and a later build
+    keeps the entry."""
+    from aad_kit import profiles
+    from aad_kit.preference.heldout import rescored_records
+    from aad_kit.sandbox import Sandbox
+
+    teacher.build(spec, root=tmp_path, sampler=RichFakeSampler(), progress=False)
+    entry = teacher.score_settings(spec, ["n15_w10"], root=tmp_path, progress=False)
+    assert entry["settings"] == ["n15_w10"] and entry["regenerate"].startswith(f"aad-kit teacher scores {spec.name}")
+    n_programs = sum(entry["status_counts"]["n15_w10"].values())
+    assert 0 < entry["results"] <= n_programs
+    records = teacher.load_records(spec, tmp_path)
+    run_cache = tmp_path / "run" / "eval_cache.sqlite"
+    assert teacher.seed_eval_cache(spec, run_cache, tmp_path) == entry["results"]
+    assert teacher.seed_eval_cache(spec, run_cache, tmp_path) == 0  # already there
+
+    with Sandbox(profiles.sandbox_config("quick", use_cache=False)) as sandbox:
+        fresh = rescored_records(records, "n15_w10", sandbox)  # what stage 4 computes without them
+    with Sandbox(profiles.sandbox_config("quick", cache_path=str(run_cache))) as sandbox:
+        seeded = sandbox.evaluate_many([(r["task"], r["code"], "n15_w10") for r in fresh])
+    assert [(r.score, r.status.value) for r in seeded] == [(r["score"], r["status"]) for r in fresh]
+    served = [r for r in seeded if r.status.value not in ("timeout", "memory_limit", "sandbox_error")]
+    assert len(served) == entry["results"] and all(r.cached for r in served)
+    other = tmp_path / "other_limits.sqlite"
+    teacher.seed_eval_cache(spec, other, tmp_path)
+    with Sandbox(profiles.sandbox_config("quick", cache_path=str(other), timeout_scale=3.0)) as sandbox:
+        assert not sandbox.evaluate_many([("admissible_set", fresh[0]["code"], "n15_w10")])[0].cached
+    m = teacher.build(spec, root=tmp_path, seeds=(0, 1), sampler=RichFakeSampler(), progress=False)
+    assert m["scores"]["results"] == entry["results"]

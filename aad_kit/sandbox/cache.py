@@ -8,11 +8,14 @@ matter). A result served from the cache comes back with ``cached=True``.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -85,6 +88,42 @@ class ResultCache:
                     ),
                 )
                 self._db.commit()
+
+    def export_rows(self, path: str | Path, keep: Callable[[EvalResult], bool] | None = None) -> int:
+        """Write the cached results (those ``keep`` accepts) to a gzipped JSON-lines file that
+        :meth:`import_rows` reads into another cache; returns the rows written. Why: results
+        worth shipping with data (a teacher database's scores on other settings) cost minutes
+        of sandbox time to recompute and are the same on every machine with the same keys."""
+        with self._lock:
+            if self._db is not None:
+                items = [(k, EvalResult.from_dict(json.loads(r)))
+                         for k, r in self._db.execute("SELECT key, result FROM results ORDER BY key")]
+            else:
+                items = sorted(self._memory.items())
+        rows = [(k, r) for k, r in items if keep is None or keep(r)]
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=9) as f:
+            for key, result in rows:
+                f.write(json.dumps({"key": key, "result": replace(result, cached=False).to_dict()},
+                                   default=str, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+        return len(rows)
+
+    def import_rows(self, path: str | Path) -> int:
+        """Add the rows of an :meth:`export_rows` file whose key is not cached yet; returns how
+        many were added. A row from another evaluator version or other sandbox limits has
+        another key, so it is never served for this one's lookups."""
+        added = 0
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                row = json.loads(line)
+                if self.get(row["key"]) is None:
+                    self.put(row["key"], EvalResult.from_dict(row["result"]))
+                    added += 1
+        return added
 
     def __len__(self) -> int:
         with self._lock:
