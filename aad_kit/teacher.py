@@ -139,6 +139,11 @@ def work_db_path(spec: TeacherSpec) -> Path:
 # ---------------------------------------------------------------------------- read
 
 
+def _work_db(spec: TeacherSpec, root: Path | None) -> Path:
+    """The working database of a build: the cache's, or beside an export under ``root``."""
+    return work_db_path(spec) if root is None else data_dir(spec, root) / "work.sqlite"
+
+
 def load_records(spec: TeacherSpec | str, root: Path | None = None) -> list[dict[str, Any]]:
     """The shipped records of a teacher database (dicts with the AlgorithmRecord fields)."""
     spec = get_teacher(spec) if isinstance(spec, str) else spec
@@ -289,7 +294,7 @@ def build(spec: TeacherSpec | str, *, seeds: Sequence[int] | None = None, budget
     if seeds is not None or budget is not None:
         spec = TeacherSpec(**{**asdict(spec), "seeds": tuple(seeds or spec.seeds),
                               "budget_per_run": budget or spec.budget_per_run})
-    db_path = work_db_path(spec) if root is None else data_dir(spec, root) / "work.sqlite"
+    db_path = _work_db(spec, root)
     db_path.parent.mkdir(parents=True, exist_ok=True)
     sampler = sampler or make_sampler(spec.model, batch_size=spec.batch_size, progress=progress)
     info = sampler.info()
@@ -331,12 +336,12 @@ def score_settings(spec: TeacherSpec | str, settings: Sequence[str] | None = Non
     from aad_kit import profiles
     from aad_kit.code import code_hash
     from aad_kit.preference.heldout import rescored_records
-    from aad_kit.sandbox import ResultCache, Sandbox
+    from aad_kit.sandbox import Sandbox
 
     spec = get_teacher(spec) if isinstance(spec, str) else spec
     settings = list(settings or [s for s in profiles.settings_for(profile, spec.task) if s != spec.setting])
     records = load_records(spec, root)
-    work = (work_db_path(spec) if root is None else data_dir(spec, root) / "work.sqlite").with_suffix(".scores.sqlite")
+    work = _work_db(spec, root).with_suffix(".scores.sqlite")
     work.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     counts: dict[str, dict[str, int]] = {}
@@ -350,13 +355,9 @@ def score_settings(spec: TeacherSpec | str, settings: Sequence[str] | None = Non
                 programs.add((setting, code_hash(r["code"])))
             if progress:
                 print(f"[aad-kit teacher] scores on {setting}: {len(rows)} programs {c}", file=sys.stderr, flush=True)
-    cache = ResultCache(work)
-    try:
-        n = cache.export_rows(data_dir(spec, root) / SCORES_FILE,
-                              keep=lambda r: (r.setting, r.code_hash) in programs
-                              and r.status.value not in _MACHINE_DEPENDENT)
-    finally:
-        cache.close()
+        n = sandbox.cache.export_rows(data_dir(spec, root) / SCORES_FILE,
+                                      keep=lambda r: (r.setting, r.code_hash) in programs
+                                      and r.status.value not in _MACHINE_DEPENDENT)
     entry = {"file": SCORES_FILE, "settings": settings, "results": n, "status_counts": counts,
              "sandbox_profile": profile, "left_out": list(_MACHINE_DEPENDENT),
              "seconds": round(time.perf_counter() - t0, 1), "created_at": now_iso(),
@@ -550,6 +551,7 @@ def teacher_cli(argv: Sequence[str] | None = None) -> int:
 
 __all__ = [
     "DATA_DIR", "TEACHERS", "TeacherSpec", "build", "data_dir", "export", "get_teacher",
-    "import_teacher_db", "make_reference", "score_settings", "seed_eval_cache", "SCORES_FILE", "reference_path", "reference_spec", "task_match",
+    "import_teacher_db", "make_reference", "reference_path", "reference_spec", "task_match",
+    "SCORES_FILE", "score_settings", "seed_eval_cache",
     "import_into", "load_manifest", "load_records", "teacher_cli", "teacher_for", "work_db_path",
 ]
