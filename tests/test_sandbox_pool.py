@@ -214,6 +214,26 @@ def test_sqlite_cache_survives_restarts(tmp_path):
         assert sb.stats()["worker_starts"] == 0  # no process was needed
 
 
+def test_exported_rows_import_once_and_keep_existing_entries(tmp_path):
+    source = ResultCache()
+    with Sandbox(SandboxConfig(workers=1, timeout_s=5), cache=source) as sb:
+        ok, bad = sb.evaluate_many([(REF, TEMPLATE, None), (REF, "def f(x):\n    return float('nan')\n", None)])
+    assert source.export_rows(tmp_path / "rows.jsonl.gz") == 2
+    key_of = {r.status: k for k, r in source._memory.items()}
+    ok_key, bad_key = key_of[Status.OK], key_of[Status.INVALID_OUTPUT]
+    for target in (ResultCache(), ResultCache(tmp_path / "cache.sqlite")):
+        stale = source.get(bad_key)
+        target.put(ok_key, stale)  # an entry already there is not replaced by the import
+        assert target.import_rows(tmp_path / "rows.jsonl.gz") == 1
+        assert target.import_rows(tmp_path / "rows.jsonl.gz") == 0
+        assert target.get(ok_key).status is stale.status
+        assert target.get(bad_key).status is Status.INVALID_OUTPUT and target.get(bad_key).cached
+        assert len(target) == 2
+    reopened = ResultCache(tmp_path / "cache.sqlite")
+    assert reopened.get(bad_key).to_dict() == source.get(bad_key).to_dict()
+    assert ok.status is Status.OK and bad.status is Status.INVALID_OUTPUT
+
+
 # ---- determinism -----------------------------------------------------------------------------
 
 

@@ -69,24 +69,27 @@ class ResultCache:
                         self._memory[key] = hit
         return replace(hit, cached=True) if hit is not None else None
 
+    @staticmethod
+    def _row(key: str, result: EvalResult) -> tuple:
+        """The sqlite row of one result: the one layout ``put`` and ``import_rows`` write."""
+        return (
+            key,
+            result.task,
+            result.setting,
+            result.evaluator_version,
+            result.code_hash,
+            result.status.value,
+            json.dumps(result.to_dict(), default=str),
+            time.time(),
+        )
+
     def put(self, key: str, result: EvalResult) -> None:
         result = replace(result, cached=False)
         with self._lock:
             self._memory[key] = result
             if self._db is not None:
-                self._db.execute(
-                    "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        key,
-                        result.task,
-                        result.setting,
-                        result.evaluator_version,
-                        result.code_hash,
-                        result.status.value,
-                        json.dumps(result.to_dict(), default=str),
-                        time.time(),
-                    ),
-                )
+                self._db.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                 self._row(key, result))
                 self._db.commit()
 
     def export_rows(self, path: str | Path, keep: Callable[[EvalResult], bool] | None = None) -> int:
@@ -114,16 +117,21 @@ class ResultCache:
         """Add the rows of an :meth:`export_rows` file whose key is not cached yet; returns how
         many were added. A row from another evaluator version or other sandbox limits has
         another key, so it is never served for this one's lookups."""
-        added = 0
         with gzip.open(path, "rt", encoding="utf-8") as f:
-            for line in f:
-                if not line.strip():
-                    continue
-                row = json.loads(line)
-                if self.get(row["key"]) is None:
-                    self.put(row["key"], EvalResult.from_dict(row["result"]))
-                    added += 1
-        return added
+            rows = [json.loads(line) for line in f if line.strip()]
+        results = [(row["key"], replace(EvalResult.from_dict(row["result"]), cached=False))
+                   for row in rows]
+        with self._lock:
+            if self._db is None:
+                fresh = [(k, r) for k, r in results if k not in self._memory]
+                self._memory.update(fresh)
+                return len(fresh)
+            # One transaction; rows already present are left as they are (INSERT OR IGNORE).
+            before = self._db.total_changes
+            with self._db:
+                self._db.executemany("INSERT OR IGNORE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                     [self._row(k, r) for k, r in results])
+            return self._db.total_changes - before
 
     def __len__(self) -> int:
         with self._lock:
