@@ -323,9 +323,9 @@ def build(spec: TeacherSpec | str, *, seeds: Sequence[int] | None = None, budget
 # ---------------------------------------------------------------------------- scores on other settings
 
 # Outcomes left out of the shipped scores (a run re-evaluates those programs itself): a memory
-# cap and a sandbox failure depend on the machine's load. Timeouts are shipped: re-measuring one
-# costs the whole limit (120 s on ASP n18_w12; 3 such programs were 4 of run 4's 4.4 stage-4
-# minutes), and a program 100x slower than its peers does not finish on a somewhat faster machine.
+# cap and a sandbox failure depend on the machine's load. Timeouts are shipped because
+# re-measuring one costs the whole time limit; the README says on which machines the shipped
+# ones were reproduced.
 SCORES_LEFT_OUT = ("memory_limit", "sandbox_error")
 
 
