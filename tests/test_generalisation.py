@@ -429,6 +429,45 @@ def test_adapter_fingerprint_is_the_one_adapter_hash_and_older_runs_still_resume
         go()
 
 
+
+def test_a_copied_run_directory_resumes_with_its_moved_adapter_and_replay_file(tmp_path, sandbox):
+    """The spec records the adapter's path, which a copied, branched or unpacked run directory
+    changes; the answers are still those weights', so they are re-used, not sampled again
+    (a redo of stage 6 on a copy raised ConfigMismatch). Other weights there are refused."""
+    import shutil
+
+    from aad_kit.evaluation.model_specs import fingerprints_match, spec_fingerprint
+
+    run = tmp_path / "run"
+    adapter = run / "dpo" / "adapter"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights-v1")
+
+    def go(where):
+        cfg = make_config(models={"tuned": f"fake:good@adapter={where / 'dpo' / 'adapter'}"}, seeds=(0,))
+        return run_generalisation(cfg, where, samplers={"tuned": FakeSampler("good")},
+                                  sandbox=sandbox, progress=False)
+
+    assert go(run).answers_sampled == 2 * N
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    again = go(copy)
+    assert again.answers_sampled == 0 and again.answers_reused == 0 and again.cells_done == 0
+    (copy / "dpo" / "adapter" / "adapter_model.safetensors").write_bytes(b"weights-v2")
+    with pytest.raises(ConfigMismatch, match="adapter_sha256"):
+        go(copy)
+
+    replay = tmp_path / "answers.jsonl"
+    replay.write_text("{}\n")
+    moved = tmp_path / "elsewhere.jsonl"
+    shutil.copy(replay, moved)
+    assert fingerprints_match(spec_fingerprint(f"replay:{replay}"), spec_fingerprint(f"replay:{moved}"))
+    moved.write_text("{}\n{}\n")
+    assert not fingerprints_match(spec_fingerprint(f"replay:{replay}"), spec_fingerprint(f"replay:{moved}"))
+    assert not fingerprints_match(spec_fingerprint("fake:good"), spec_fingerprint("fake:mixed"))
+
+
 # ------------------------------------------------------------------------- search comparison
 def test_same_budget_search_comparison(tmp_path, sandbox):
     from aad_kit.search import SearchConfig
