@@ -492,6 +492,37 @@ def test_same_budget_search_comparison(tmp_path, sandbox):
                                   samplers={"base": FakeSampler("mixed"), "tuned": FakeSampler("good")})
     pd.testing.assert_frame_equal(curves, again)  # resumed runs: same curves
 
+    # another search's runs as a labelled reference, cut to a budget (the teacher's shipped runs)
+    from aad_kit.db import AlgorithmDB
+    from aad_kit.evaluation.generalisation import reference_curves
+
+    with AlgorithmDB(tmp_path / "generalisation_search.sqlite") as db:
+        ref = reference_curves(db, [tuned["run_id"].iloc[0]], 2, "teacher (reference)")
+    assert list(ref["model"].unique()) == ["teacher (reference)"] and list(ref["seed"]) == [0, 0]
+    assert list(ref["sample_index"]) == [0, 1]
+    np.testing.assert_array_equal(ref["best_so_far"], tuned["best_so_far"].iloc[:2])
+
+
+def test_search_summary_reports_final_best_valid_samples_and_first_beat_of_the_seed():
+    from aad_kit.evaluation.generalisation import search_summary
+
+    nan = float("nan")
+    curves = pd.DataFrame({
+        "model": ["base"] * 3 + ["tuned"] * 3,
+        "seed": [0] * 6,
+        "sample_index": [0, 1, 2] * 2,
+        "status": ["ok", "syntax_error", "ok", "ok", "ok", "timeout"],
+        "score": [1500.0, nan, 1842.0, 1842.0, 2355.0, nan],
+        "best_so_far": [1500.0, 1500.0, 1842.0, 1842.0, 2355.0, 2355.0],
+        "best_seed_heuristic": [1842.0] * 6,
+    })
+    table = search_summary(curves).set_index("model")
+    assert table.loc["base", "samples"] == 3 and table.loc["base", "valid"] == 2
+    assert table.loc["base", "final_best"] == 1842.0
+    assert np.isnan(table.loc["base", "first_sample_above_seed"])  # equal to the seed is not above it
+    assert table.loc["tuned", "valid"] == 2 and table.loc["tuned", "final_best"] == 2355.0
+    assert table.loc["tuned", "first_sample_above_seed"] == 1
+
 
 # ------------------------------------------------------------------------------ the tiny model
 def test_real_tiny_model_base_and_adapter(tmp_path, sandbox, use_llm_cache, tiny_lora_dir):  # noqa: F811

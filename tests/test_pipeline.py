@@ -313,6 +313,10 @@ def test_redo_adds_the_search_comparison_to_a_finished_run_without_resampling(sm
     assert "06_generalisation: redo" in out and "06_generalisation: done in" in out
     curves = pd.read_csv(run / "generalisation_search_curves.csv")
     assert set(curves["seed"]) == {0, 1} and set(curves["model"]) == {"base", "tuned"}
+    table = pd.read_csv(run / "tables" / "search_comparison.csv")  # per search run, and the teacher's own
+    assert set(table["model"]) == {"base", "tuned", "teacher (its shipped search, own config)"}
+    teacher = table[table["model"].str.startswith("teacher")]
+    assert len(teacher) == 2 and (teacher["samples"] == 4).all()  # its two 512-sample runs, cut to smoke's budget
     assert (run / "generalisation_answers.jsonl").read_bytes() == answers  # nothing sampled twice
     assert (run / "notebooks" / STAGES[0].notebook.name).stat().st_mtime == first_nb
     entry = json.loads((run / "manifest.json").read_text())["stages"]["06_generalisation"]
