@@ -38,6 +38,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             params=_parse_params(args.param),
             stages=args.stage or None,
             verbosity=0 if args.quiet else (2 if args.verbose else 1),
+            redo=args.redo,
         )
     except StageFailed as err:
         print(f"aad-kit: {err}", file=sys.stderr)
@@ -89,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                      help="papermill parameter passed to every stage that declares it")
     run.add_argument("--stage", action="append", help="run only this stage (repeatable)")
+    run.add_argument("--redo", action="store_true",
+                     help="re-execute the --stage stages of a finished run (later stages are marked not "
+                          "done); each notebook still reuses its saved answers and checkpoints")
     run.add_argument("-q", "--quiet", action="store_true", help="stage starts and ends only")
     run.add_argument("-v", "--verbose", action="store_true", help="also stream every cell's output")
     run.set_defaults(func=_cmd_run)

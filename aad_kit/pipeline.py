@@ -178,6 +178,20 @@ def new_run_dir(profile: str, root: Path | None = None) -> Path:
     return path
 
 
+def _mark_not_done_from(layout: RunLayout, first: int, selected: set[str]) -> None:
+    """Remove the done markers of stage ``first`` and every later one (a redo invalidates them)."""
+    for name in STAGE_ORDER[first:]:
+        marker = layout.done_marker(name)
+        if not marker.exists():
+            continue
+        marker.unlink()
+        if name in selected:
+            print(f"[aad-kit] {name}: redo", flush=True)
+        else:
+            print(f"[aad-kit] {name}: marked not done (it used the redone stage's outputs; the next "
+                  "`aad-kit run` on this directory executes it again)", flush=True)
+
+
 def run_pipeline(
     profile: str = "quick",
     run_dir: Path | str | None = None,
@@ -185,6 +199,7 @@ def run_pipeline(
     stages: Sequence[str] | None = None,
     progress: bool = True,
     verbosity: int = 1,
+    redo: bool = False,
 ) -> Path:
     """Execute the stage notebooks in order; returns the run directory.
 
@@ -192,6 +207,12 @@ def run_pipeline(
     error (typos should not silently do nothing). ``verbosity``: 0 prints stage starts and
     ends only, 1 (default) also each long loop's progress line (search, DPO, evaluation) and
     a one-line summary per stage, 2 also streams every cell's output.
+
+    ``redo`` re-executes the selected ``stages`` of a finished run (e.g. stage 6 with the
+    same-budget search added) instead of skipping them, and marks every later stage not done,
+    since its outputs were computed from the old ones. The notebooks still reuse what their
+    files hold (stage 6's answers, stage 5's checkpoints), so a redo adds work rather than
+    starting over; the manifest keeps each earlier execution's time and parameters.
     """
     import papermill as pm
 
@@ -202,6 +223,13 @@ def run_pipeline(
         unknown = set(stages) - {s.name for s in STAGES}
         if unknown:
             raise KeyError(f"unknown stage(s) {sorted(unknown)}; stages: {[s.name for s in STAGES]}")
+    if redo and not stages:
+        raise ValueError("redo re-executes the stages named with --stage; name at least one")
+    if redo:
+        picked = [STAGE_ORDER.index(s.name) for s in selected]
+        if picked != list(range(picked[0], picked[-1] + 1)):
+            raise ValueError(f"redo of {[s.name for s in selected]} would run a stage on the outputs of an "
+                             "earlier one it invalidates without re-running it; name consecutive stages")
 
     declared = {s.name: notebook_parameters(s) for s in selected}
     all_declared = set().union(*declared.values()) if declared else set()
@@ -226,6 +254,9 @@ def run_pipeline(
             f"{run_path} was started with profile {manifest.get('profile')!r}, not {profile!r}"
         )
     kernel = ensure_kernel()
+    if redo:
+        _mark_not_done_from(layout, min(STAGE_ORDER.index(s.name) for s in selected),
+                            {s.name for s in selected})
 
     for stage in selected:
         done = layout.done_marker(stage.name)
@@ -271,6 +302,9 @@ def run_pipeline(
         elapsed = time.perf_counter() - t0
         stages_now = layout.read_manifest().get("stages") or {}
         entry = dict(stages_now.get(stage.name) or {})  # keeps the outputs the stage recorded
+        if redo and "finished_at" in entry:  # audit trail: what the redone execution was
+            earlier = {k: entry[k] for k in ("finished_at", "wall_s", "params") if k in entry}
+            entry["earlier_executions"] = [*entry.get("earlier_executions", []), earlier]
         entry.update(finished_at=now_iso(), wall_s=round(elapsed, 2), params=stage_params)
         layout.update_manifest(stages={**stages_now, stage.name: entry})
         done.write_text(now_iso())

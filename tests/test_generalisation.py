@@ -429,6 +429,45 @@ def test_adapter_fingerprint_is_the_one_adapter_hash_and_older_runs_still_resume
         go()
 
 
+
+def test_a_copied_run_directory_resumes_with_its_moved_adapter_and_replay_file(tmp_path, sandbox):
+    """The spec records the adapter's path, which a copied, branched or unpacked run directory
+    changes; the answers are still those weights', so they are re-used, not sampled again
+    (a redo of stage 6 on a copy raised ConfigMismatch). Other weights there are refused."""
+    import shutil
+
+    from aad_kit.evaluation.model_specs import fingerprints_match, spec_fingerprint
+
+    run = tmp_path / "run"
+    adapter = run / "dpo" / "adapter"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights-v1")
+
+    def go(where):
+        cfg = make_config(models={"tuned": f"fake:good@adapter={where / 'dpo' / 'adapter'}"}, seeds=(0,))
+        return run_generalisation(cfg, where, samplers={"tuned": FakeSampler("good")},
+                                  sandbox=sandbox, progress=False)
+
+    assert go(run).answers_sampled == 2 * N
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    again = go(copy)
+    assert again.answers_sampled == 0 and again.answers_reused == 0 and again.cells_done == 0
+    (copy / "dpo" / "adapter" / "adapter_model.safetensors").write_bytes(b"weights-v2")
+    with pytest.raises(ConfigMismatch, match="adapter_sha256"):
+        go(copy)
+
+    replay = tmp_path / "answers.jsonl"
+    replay.write_text("{}\n")
+    moved = tmp_path / "elsewhere.jsonl"
+    shutil.copy(replay, moved)
+    assert fingerprints_match(spec_fingerprint(f"replay:{replay}"), spec_fingerprint(f"replay:{moved}"))
+    moved.write_text("{}\n{}\n")
+    assert not fingerprints_match(spec_fingerprint(f"replay:{replay}"), spec_fingerprint(f"replay:{moved}"))
+    assert not fingerprints_match(spec_fingerprint("fake:good"), spec_fingerprint("fake:mixed"))
+
+
 # ------------------------------------------------------------------------- search comparison
 def test_same_budget_search_comparison(tmp_path, sandbox):
     from aad_kit.search import SearchConfig
@@ -452,6 +491,37 @@ def test_same_budget_search_comparison(tmp_path, sandbox):
                                   seeds=(0,), sandbox=sandbox, progress=False,
                                   samplers={"base": FakeSampler("mixed"), "tuned": FakeSampler("good")})
     pd.testing.assert_frame_equal(curves, again)  # resumed runs: same curves
+
+    # another search's runs as a labelled reference, cut to a budget (the teacher's shipped runs)
+    from aad_kit.db import AlgorithmDB
+    from aad_kit.evaluation.generalisation import reference_curves
+
+    with AlgorithmDB(tmp_path / "generalisation_search.sqlite") as db:
+        ref = reference_curves(db, [tuned["run_id"].iloc[0]], 2, "teacher (reference)")
+    assert list(ref["model"].unique()) == ["teacher (reference)"] and list(ref["seed"]) == [0, 0]
+    assert list(ref["sample_index"]) == [0, 1]
+    np.testing.assert_array_equal(ref["best_so_far"], tuned["best_so_far"].iloc[:2])
+
+
+def test_search_summary_reports_final_best_valid_samples_and_first_beat_of_the_seed():
+    from aad_kit.evaluation.generalisation import search_summary
+
+    nan = float("nan")
+    curves = pd.DataFrame({
+        "model": ["base"] * 3 + ["tuned"] * 3,
+        "seed": [0] * 6,
+        "sample_index": [0, 1, 2] * 2,
+        "status": ["ok", "syntax_error", "ok", "ok", "ok", "timeout"],
+        "score": [1500.0, nan, 1842.0, 1842.0, 2355.0, nan],
+        "best_so_far": [1500.0, 1500.0, 1842.0, 1842.0, 2355.0, 2355.0],
+        "best_seed_heuristic": [1842.0] * 6,
+    })
+    table = search_summary(curves).set_index("model")
+    assert table.loc["base", "samples"] == 3 and table.loc["base", "valid"] == 2
+    assert table.loc["base", "final_best"] == 1842.0
+    assert np.isnan(table.loc["base", "first_sample_above_seed"])  # equal to the seed is not above it
+    assert table.loc["tuned", "valid"] == 2 and table.loc["tuned", "final_best"] == 2355.0
+    assert table.loc["tuned", "first_sample_above_seed"] == 1
 
 
 # ------------------------------------------------------------------------------ the tiny model

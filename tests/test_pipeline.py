@@ -297,6 +297,55 @@ def test_a_stage_without_its_input_says_which_stage_and_why(tmp_path):
         run_pipeline("smoke", layout.root, stages=["05_dpo_training"], progress=False)
 
 
+
+def test_redo_adds_the_search_comparison_to_a_finished_run_without_resampling(smoke_run, tmp_path, capsys):
+    """The paper's second protocol on a finished run: stage 6 again with more search runs; its
+    saved i1 answers are reused, the earlier stages are left alone, the manifest keeps both."""
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(smoke_run, run)
+    answers = (run / "generalisation_answers.jsonl").read_bytes()
+    first_nb = (run / "notebooks" / STAGES[0].notebook.name).stat().st_mtime
+    assert cli_main(["run", "--profile", "smoke", "--run-dir", str(run), "--stage", "06_generalisation",
+                     "--redo", "-p", "search_runs=2"]) == 0
+    out = capsys.readouterr().out
+    assert "06_generalisation: redo" in out and "06_generalisation: done in" in out
+    curves = pd.read_csv(run / "generalisation_search_curves.csv")
+    assert set(curves["seed"]) == {0, 1} and set(curves["model"]) == {"base", "tuned"}
+    table = pd.read_csv(run / "tables" / "search_comparison.csv")  # per search run, and the teacher's own
+    assert set(table["model"]) == {"base", "tuned", "teacher (its shipped search, own config)"}
+    teacher = table[table["model"].str.startswith("teacher")]
+    assert len(teacher) == 2 and (teacher["samples"] == 4).all()  # its two 512-sample runs, cut to smoke's budget
+    assert (run / "generalisation_answers.jsonl").read_bytes() == answers  # nothing sampled twice
+    assert (run / "notebooks" / STAGES[0].notebook.name).stat().st_mtime == first_nb
+    entry = json.loads((run / "manifest.json").read_text())["stages"]["06_generalisation"]
+    assert entry["params"]["search_runs"] == 2
+    assert [e.get("params", {}).get("search_runs") for e in entry["earlier_executions"]] == [None]
+    assert (run / "stages" / "06_generalisation.done").exists()
+
+
+def test_redo_marks_later_stages_not_done_and_needs_consecutive_stages(tmp_path, capsys):
+    from aad_kit.run_layout import RunLayout
+
+    layout = RunLayout.of(tmp_path / "r")
+    layout.update_manifest(profile="smoke", stages={})
+    layout.record("04_dar_sampling", pairs=None, why_pairs="random: all valid algorithms have the same score")
+    for name in ("05_dpo_training", "06_generalisation"):
+        layout.done_marker(name).parent.mkdir(parents=True, exist_ok=True)
+        layout.done_marker(name).write_text("earlier")
+    with pytest.raises(StageFailed, match="05_dpo_training"):  # no pairs: stage 5 fails, after the redo marks
+        run_pipeline("smoke", layout.root, stages=["05_dpo_training"], progress=False, redo=True)
+    assert not layout.done_marker("05_dpo_training").exists()
+    assert not layout.done_marker("06_generalisation").exists()  # built on the old adapter
+    assert "06_generalisation: marked not done" in capsys.readouterr().out
+    for stages, message in ((None, "name at least one"), (["04_dar_sampling", "06_generalisation"], "consecutive")):
+        args = ["run", "--profile", "smoke", "--run-dir", str(layout.root), "--redo"]
+        args += [a for s in stages or [] for a in ("--stage", s)]
+        assert cli_main(args) == 2
+        assert message in capsys.readouterr().err
+
+
 def test_executed_notebooks_keep_a_static_snapshot_of_their_widgets(smoke_run):
     """Issue 15: the candidate browser's cell rendered empty without a kernel."""
     from aad_kit.static_widgets import VIEW

@@ -13,7 +13,8 @@ one module per job:
 * :mod:`aad_kit.evaluation.runner`: :func:`run_generalisation` (design, resume);
 * :mod:`aad_kit.evaluation.metrics`: :func:`summarize`, :func:`compare_models`;
 * :mod:`aad_kit.evaluation.search_comparison`: the optional same-budget search
-  (:func:`run_search_comparison`, :func:`search_curves`).
+  (:func:`run_search_comparison`, :func:`search_curves`, :func:`search_summary`, and
+  :func:`reference_curves` for the teacher's own shipped search runs).
 """
 
 from __future__ import annotations
@@ -34,7 +35,12 @@ from aad_kit.evaluation.model_specs import (
     with_adapter,
 )
 from aad_kit.evaluation.runner import ConfigMismatch, GeneralisationResult, run_generalisation
-from aad_kit.evaluation.search_comparison import run_search_comparison, search_curves
+from aad_kit.evaluation.search_comparison import (
+    reference_curves,
+    run_search_comparison,
+    search_curves,
+    search_summary,
+)
 from aad_kit.evaluation.storage import (
     ANSWERS_JSONL,
     COMPARISON_CSV,
@@ -75,8 +81,10 @@ __all__ = [
     "resolve_models",
     "restrict",
     "run_generalisation",
+    "reference_curves",
     "run_search_comparison",
     "search_curves",
+    "search_summary",
     "spec_fingerprint",
     "summarize",
     "with_adapter",

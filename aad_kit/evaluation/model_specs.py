@@ -9,6 +9,7 @@ record.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from collections.abc import Mapping
@@ -77,14 +78,29 @@ def spec_fingerprint(spec: str) -> dict[str, Any]:
     return fp
 
 
+def _without_hashed_paths(fp: Mapping[str, Any]) -> dict[str, Any]:
+    """``fp`` with the adapter / replay path in its spec replaced by the hash recorded for it."""
+    out = dict(fp)
+    parsed = parse_spec(str(out.get("spec", "")), strict=False)
+    if parsed.adapter is not None and "adapter_sha256" in out:
+        out["spec"] = str(dataclasses.replace(parsed, adapter=f"sha256:{out['adapter_sha256']}"))
+    elif parsed.scheme == "replay" and "replay_sha256" in out:
+        out["spec"] = "replay:sha256:" + str(out["replay_sha256"])
+    return out
+
+
 def fingerprints_match(stored: Mapping[str, Any], current: Mapping[str, Any]) -> bool:
     """Whether a run directory's recorded fingerprint describes the model ``current`` does.
 
     Run directories written before the adapter hash was unified recorded, as
     ``adapter_sha256``, a hash over *every* file of the adapter directory
     (:func:`_legacy_adapter_dir_sha256`); such a record still matches when that old hash of
-    the same directory agrees (the caller then records the current fingerprint)."""
-    if dict(stored) == dict(current):
+    the same directory agrees (the caller then records the current fingerprint).
+
+    A path the fingerprint also hashes (the adapter directory, the replay file) may differ:
+    a copied, branched or unpacked run directory moves its adapter, and its answers are
+    still that adapter's."""
+    if dict(stored) == dict(current) or _without_hashed_paths(stored) == _without_hashed_paths(current):
         return True
     differs = {k for k in set(stored) | set(current) if stored.get(k) != current.get(k)}
     if differs != {"adapter_sha256"}:

@@ -108,4 +108,32 @@ def search_curves(db: Any, runs: Mapping[tuple[str, int], str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
 
 
-__all__ = ["run_search_comparison", "search_curves"]
+def reference_curves(db: Any, run_ids: Sequence[str], budget: int, name: str) -> pd.DataFrame:
+    """Best-so-far curves of searches run elsewhere (the shipped teacher database's own runs,
+    which stage 2 copied into the run's database), cut to the comparison's ``budget``; ``seed``
+    is the run's position in ``run_ids``. A reference under its own ``name``: those runs had
+    their own configuration (population, batch size, token limit), so it is not a same-budget
+    search of the same kind."""
+    curves = search_curves(db, {(name, i): run_id for i, run_id in enumerate(run_ids)})
+    return curves[curves["sample_index"] < budget].reset_index(drop=True)
+
+
+def search_summary(curves: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model, seed) search: its LLM samples, valid samples, final best score and
+    the first sample whose score beat the best heuristic the search started from (NaN: none
+    did), the numbers the same-budget comparison reports next to its curves."""
+    cols = ["model", "seed", "samples", "valid", "final_best", "best_seed_heuristic", "first_sample_above_seed"]
+    rows = []
+    for (model, seed), run in curves.groupby(["model", "seed"], sort=False):
+        run = run.sort_values("sample_index")
+        ref = float(run["best_seed_heuristic"].iloc[0])
+        above = run.loc[run["score"] > ref, "sample_index"] if not math.isnan(ref) else run.iloc[:0]["sample_index"]
+        rows.append({"model": model, "seed": int(seed), "samples": len(run),
+                     "valid": int((run["status"] == "ok").sum()),
+                     "final_best": float(run["best_so_far"].iloc[-1]) if len(run) else math.nan,
+                     "best_seed_heuristic": ref,
+                     "first_sample_above_seed": float(above.min()) if len(above) else math.nan})
+    return pd.DataFrame(rows, columns=cols)
+
+
+__all__ = ["reference_curves", "run_search_comparison", "search_curves", "search_summary"]
