@@ -225,8 +225,8 @@ def run_pipeline(
             raise KeyError(f"unknown stage(s) {sorted(unknown)}; stages: {[s.name for s in STAGES]}")
     if redo and not stages:
         raise ValueError("redo re-executes the stages named with --stage; name at least one")
+    picked = [STAGE_ORDER.index(s.name) for s in selected]
     if redo:
-        picked = [STAGE_ORDER.index(s.name) for s in selected]
         if picked != list(range(picked[0], picked[-1] + 1)):
             raise ValueError(f"redo of {[s.name for s in selected]} would run a stage on the outputs of an "
                              "earlier one it invalidates without re-running it; name consecutive stages")
@@ -255,8 +255,7 @@ def run_pipeline(
         )
     kernel = ensure_kernel()
     if redo:
-        _mark_not_done_from(layout, min(STAGE_ORDER.index(s.name) for s in selected),
-                            {s.name for s in selected})
+        _mark_not_done_from(layout, picked[0], {s.name for s in selected})
 
     for stage in selected:
         done = layout.done_marker(stage.name)

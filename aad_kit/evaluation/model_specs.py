@@ -98,9 +98,8 @@ def fingerprints_match(stored: Mapping[str, Any], current: Mapping[str, Any]) ->
     the same directory agrees (the caller then records the current fingerprint).
 
     A path the fingerprint also hashes (the adapter directory, the replay file) may differ:
-    a copied, branched or unpacked run directory moves its adapter, and its answers are
-    still that adapter's."""
-    if dict(stored) == dict(current) or _without_hashed_paths(stored) == _without_hashed_paths(current):
+    a copied run directory moves its adapter, and its answers are still that adapter's."""
+    if _without_hashed_paths(stored) == _without_hashed_paths(current):
         return True
     differs = {k for k in set(stored) | set(current) if stored.get(k) != current.get(k)}
     if differs != {"adapter_sha256"}:

@@ -127,10 +127,10 @@ def search_summary(curves: pd.DataFrame) -> pd.DataFrame:
     for (model, seed), run in curves.groupby(["model", "seed"], sort=False):
         run = run.sort_values("sample_index")
         ref = float(run["best_seed_heuristic"].iloc[0])
-        above = run.loc[run["score"] > ref, "sample_index"] if not math.isnan(ref) else run.iloc[:0]["sample_index"]
+        above = run.loc[run["score"] > ref, "sample_index"]  # NaN scores and a NaN ref: never above
         rows.append({"model": model, "seed": int(seed), "samples": len(run),
                      "valid": int((run["status"] == "ok").sum()),
-                     "final_best": float(run["best_so_far"].iloc[-1]) if len(run) else math.nan,
+                     "final_best": float(run["best_so_far"].iloc[-1]),
                      "best_seed_heuristic": ref,
                      "first_sample_above_seed": float(above.min()) if len(above) else math.nan})
     return pd.DataFrame(rows, columns=cols)
