@@ -54,6 +54,10 @@ from aad_kit.manifest import now_iso
 
 RECORD_FILE = "aad_kit_model.json"
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
+# Files under a weights suffix that are not weights: the Trainer's pickled TrainingArguments
+# records its output_dir, so counting it made byte-identical adapters saved to two run
+# directories hash differently.
+NOT_WEIGHT_FILES = frozenset({"training_args.bin"})
 # Bump when build_tiny_model changes what it produces: cached tiny models are then rebuilt.
 TINY_RECIPE_VERSION = 2  # 2: a GGUF copy for the llama.cpp backend
 # Bump when the GGUF install route changes what it produces.
@@ -260,9 +264,11 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
 
 
 def weight_files(model_dir: str | os.PathLike[str]) -> list[Path]:
-    """Weights files (``*.safetensors`` / ``*.bin``) directly inside ``model_dir``, sorted."""
+    """Weights files (``*.safetensors`` / ``*.bin``, not :data:`NOT_WEIGHT_FILES`) directly
+    inside ``model_dir``, sorted."""
     d = Path(model_dir)
-    return sorted(p for p in d.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
+    return sorted(p for p in d.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)
+                  and p.name not in NOT_WEIGHT_FILES)
 
 
 def combined_sha256(file_hashes: dict[str, str]) -> str | None:

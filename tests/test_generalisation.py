@@ -394,15 +394,17 @@ def test_interrupted_after_sampling_does_not_sample_again(tmp_path, sandbox):
 
 def test_adapter_fingerprint_is_the_one_adapter_hash_and_older_runs_still_resume(tmp_path, sandbox):
     """The resume fingerprint records aad_kit.models.adapter_sha256 (the adapter's weights). A
-    run directory written with the old every-file hash resumes without re-sampling; metadata
-    files do not change the model; new weights under the same name are refused."""
-    from aad_kit.evaluation.model_specs import _legacy_adapter_dir_sha256
-    from aad_kit.models import adapter_sha256, sha256_file
+    run directory written with either older hash (every file; weight files counting
+    training_args.bin) resumes without re-sampling; metadata files do not change the model;
+    new weights under the same name are refused."""
+    from aad_kit.evaluation.model_specs import _older_adapter_hashes
+    from aad_kit.models import adapter_sha256, combined_sha256, sha256_file
 
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text("{}")
     (adapter / "adapter_model.safetensors").write_bytes(b"weights-v1")
+    (adapter / "training_args.bin").write_bytes(b"pickled output_dir=/somewhere")
     run = tmp_path / "run"
     cfg = make_config(models={"tuned": f"fake:good@adapter={adapter}"}, seeds=(0,))
 
@@ -416,11 +418,16 @@ def test_adapter_fingerprint_is_the_one_adapter_hash_and_older_runs_still_resume
     recorded = state["models"]["tuned"]["adapter_sha256"]
     assert recorded == adapter_sha256(adapter) == sha256_file(adapter / "adapter_model.safetensors")
 
-    state["models"]["tuned"]["adapter_sha256"] = _legacy_adapter_dir_sha256(adapter)  # an old run
-    (run / CONFIG_JSON).write_text(json.dumps(state))
-    again = go()
-    assert again.answers_sampled == 0 and again.cells_done == 0
-    assert json.loads((run / CONFIG_JSON).read_text())["models"]["tuned"]["adapter_sha256"] == recorded
+    with_args = combined_sha256({n: sha256_file(adapter / n)
+                                 for n in ("adapter_model.safetensors", "training_args.bin")})
+    older = _older_adapter_hashes(adapter)
+    assert with_args in older and len(older) == 2 and recorded not in older
+    for old in sorted(older):  # old runs
+        state["models"]["tuned"]["adapter_sha256"] = old
+        (run / CONFIG_JSON).write_text(json.dumps(state))
+        again = go()
+        assert again.answers_sampled == 0 and again.cells_done == 0
+        assert json.loads((run / CONFIG_JSON).read_text())["models"]["tuned"]["adapter_sha256"] == recorded
 
     (adapter / "README.md").write_text("model card")  # metadata only: the same model
     assert go().answers_sampled == 0

@@ -81,6 +81,23 @@ def test_registry_entries():
         get_model("gpt-5")
 
 
+def test_identical_adapters_saved_to_two_directories_hash_the_same(tmp_path: Path):
+    """training_args.bin (the Trainer's pickled arguments, holding output_dir) is not a weight."""
+    from aad_kit.models import adapter_sha256, sha256_file, weight_files
+
+    for name in ("run_a", "run_b"):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "adapter_model.safetensors").write_bytes(b"same weights")
+        (d / "adapter_config.json").write_text("{}")
+        (d / "training_args.bin").write_bytes(f"output_dir={d}".encode())
+    a, b = tmp_path / "run_a", tmp_path / "run_b"
+    assert [p.name for p in weight_files(a)] == ["adapter_model.safetensors"]
+    assert adapter_sha256(a) == adapter_sha256(b) == sha256_file(a / "adapter_model.safetensors")
+    (b / "adapter_model.safetensors").write_bytes(b"other weights")
+    assert adapter_sha256(a) != adapter_sha256(b)
+
+
 def test_cache_location(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     monkeypatch.setenv("AAD_KIT_CACHE", str(tmp_path / "c"))
     assert cache_root() == tmp_path / "c"

@@ -124,6 +124,11 @@ def test_two_steps_write_adapter_log_and_manifest(trained, pref_ds, tiny_model_d
 
     assert m["adapter"]["sha256"] == adapter_sha256(trained.adapter_dir)
     assert spec_fingerprint(trained.sampler_spec)["adapter_sha256"] == m["adapter"]["sha256"]
+    # the Trainer's training_args.bin records output_dir: not part of the model's hash
+    from aad_kit.models import sha256_file
+
+    assert (Path(trained.adapter_dir) / "training_args.bin").is_file()
+    assert m["adapter"]["sha256"] == sha256_file(Path(trained.adapter_dir) / "adapter_model.safetensors")
 
 
 def test_adapter_loads_with_stock_peft_and_changes_logits(trained, tiny_model_dir):  # noqa: F811

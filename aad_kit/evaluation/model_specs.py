@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from aad_kit.llm.spec import adapter_of, parse_spec, with_adapter
-from aad_kit.models import adapter_sha256, sha256_file
+from aad_kit.models import WEIGHT_SUFFIXES, adapter_sha256, combined_sha256, sha256_file
 
 
 def is_adapter_dir(path: str | os.PathLike[str] | None) -> bool:
@@ -92,29 +92,37 @@ def _without_hashed_paths(fp: Mapping[str, Any]) -> dict[str, Any]:
 def fingerprints_match(stored: Mapping[str, Any], current: Mapping[str, Any]) -> bool:
     """Whether a run directory's recorded fingerprint describes the model ``current`` does.
 
-    Run directories written before the adapter hash was unified recorded, as
-    ``adapter_sha256``, a hash over *every* file of the adapter directory
-    (:func:`_legacy_adapter_dir_sha256`); such a record still matches when that old hash of
-    the same directory agrees (the caller then records the current fingerprint).
+    Older run directories recorded ``adapter_sha256`` under an earlier definition
+    (:func:`_older_adapter_hashes`); such a record still matches when that old hash of the
+    same directory agrees (the caller then records the current fingerprint).
 
     A path the fingerprint also hashes (the adapter directory, the replay file) may differ:
     a copied run directory moves its adapter, and its answers are still that adapter's."""
     if _without_hashed_paths(stored) == _without_hashed_paths(current):
         return True
     differs = {k for k in set(stored) | set(current) if stored.get(k) != current.get(k)}
-    if differs != {"adapter_sha256"}:
+    if not differs <= {"adapter_sha256", "spec"}:
         return False
     adapter = adapter_of(str(current.get("spec", "")))
-    return (adapter is not None and adapter.is_dir()
-            and stored.get("adapter_sha256") == _legacy_adapter_dir_sha256(adapter))
+    if adapter is None or not adapter.is_dir():
+        return False
+    old = dict(stored, adapter_sha256=current.get("adapter_sha256"))
+    return (_without_hashed_paths(old) == _without_hashed_paths(current)
+            and stored.get("adapter_sha256") in _older_adapter_hashes(adapter))
 
 
-def _legacy_adapter_dir_sha256(path: Path) -> str:
-    """The adapter hash of older run directories: every file's name and sha256 (read only)."""
-    h = hashlib.sha256()
-    for p in sorted(q for q in path.iterdir() if q.is_file()):
-        h.update(f"{p.name}\0{sha256_file(p)}\n".encode())
-    return h.hexdigest()
+def _older_adapter_hashes(path: Path) -> set[str]:
+    """What older run directories recorded as an adapter's hash (read only): first a hash of
+    every file's name and sha256; then :func:`aad_kit.models.combined_sha256` of the weight
+    files counting ``training_args.bin``, which holds the output directory and so made
+    identical adapters differ."""
+    files = sorted(q for q in path.iterdir() if q.is_file())
+    every = hashlib.sha256()
+    for p in files:
+        every.update(f"{p.name}\0{sha256_file(p)}\n".encode())
+    with_args = combined_sha256({p.name: sha256_file(p) for p in files
+                                 if p.name.endswith(WEIGHT_SUFFIXES)})
+    return {every.hexdigest()} | ({with_args} if with_args else set())
 
 
 __all__ = ["fingerprints_match", "is_adapter_dir", "resolve_models", "spec_fingerprint",

@@ -167,7 +167,7 @@ class LlamaCppSampler:
         self._adapter = None
         if self.adapter_path is not None:
             from aad_kit.gguf_io import export_lora_gguf
-            from aad_kit.models import combined_sha256, hash_weights
+            from aad_kit.models import adapter_sha256
 
             if not self.adapter_path.is_dir():
                 raise FileNotFoundError(f"adapter directory not found: {self.adapter_path}")
@@ -175,7 +175,7 @@ class LlamaCppSampler:
             self._adapter = lib.llama_adapter_lora_init(self._model, str(self.adapter_gguf).encode())
             if not self._adapter:
                 raise RuntimeError(f"llama.cpp could not load the LoRA adapter {self.adapter_gguf}")
-            self.adapter_sha256 = combined_sha256(hash_weights(self.adapter_path))
+            self.adapter_sha256 = adapter_sha256(self.adapter_path)
             default_id = f"{default_id}+{self.adapter_path.name}"
         self.model_id = model_id or default_id
 
