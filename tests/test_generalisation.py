@@ -474,6 +474,18 @@ def test_a_copied_run_directory_resumes_with_its_moved_adapter_and_replay_file(t
     assert not fingerprints_match(spec_fingerprint(f"replay:{replay}"), spec_fingerprint(f"replay:{moved}"))
     assert not fingerprints_match(spec_fingerprint("fake:good"), spec_fingerprint("fake:mixed"))
 
+    # run 6's case: recorded with the hash that counted training_args.bin, then copied
+    from aad_kit.models import combined_sha256, sha256_file
+
+    moved_adapter = copy / "dpo" / "adapter"
+    (moved_adapter / "training_args.bin").write_bytes(b"output_dir=run/dpo")
+    now = spec_fingerprint(f"fake:good@adapter={moved_adapter}")
+    old = dict(spec_fingerprint(f"fake:good@adapter={adapter}"), adapter_sha256=combined_sha256(
+        {n: sha256_file(moved_adapter / n) for n in ("adapter_model.safetensors", "training_args.bin")}))
+    assert old["spec"] != now["spec"] and old["adapter_sha256"] != now["adapter_sha256"]
+    assert fingerprints_match(old, now)
+    assert not fingerprints_match(dict(old, spec=old["spec"].replace("good", "mixed")), now)
+
 
 # ------------------------------------------------------------------------- search comparison
 def test_same_budget_search_comparison(tmp_path, sandbox):
