@@ -577,6 +577,14 @@ class AlgorithmDB:
         return len(recs)
 
 
+def best_valid_so_far(samples: pd.DataFrame) -> pd.Series:
+    """The best valid score after each row of ``samples`` (a :meth:`AlgorithmDB.to_dataframe`
+    frame in sampling order): NaN until the first valid row, then carried over invalid rows.
+    pandas' ``cummax`` alone returns NaN at every invalid row, which blanked a run's final best
+    whenever its last sample failed."""
+    return samples["score"].where(samples["status"] == "ok").astype(float).cummax().ffill()
+
+
 __all__ = [
     "SCHEMA_VERSION",
     "AlgorithmDB",
@@ -584,4 +592,5 @@ __all__ = [
     "LineageNode",
     "RunConfigMismatch",
     "RunInfo",
+    "best_valid_so_far",
 ]

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from aad_kit.db import best_valid_so_far
 from aad_kit.result import Status
 from aad_kit.tasks import get_task
 
@@ -228,7 +229,7 @@ def best_so_far(df: pd.DataFrame, baselines: dict[str, float] | None = None) -> 
     """Best valid score after each LLM sample, with the shipped baselines as reference lines."""
     samples = _samples(df)
     fig, ax = plt.subplots(figsize=(7, 3.4))
-    curve = samples["score"].where(samples["status"] == "ok").cummax()
+    curve = best_valid_so_far(samples)
     ax.step(samples["sample_index"], curve, where="post", color="#1565c0", label="best generated")
     ok = samples[samples["status"] == "ok"]
     ax.scatter(ok["sample_index"], ok["score"], s=10, color="#90caf9", label="valid sample")
@@ -248,7 +249,7 @@ def best_so_far_by_run(df: pd.DataFrame, baselines: dict[str, float] | None = No
     fig, ax = plt.subplots(figsize=(7, 3.4))
     for i, (run, grp) in enumerate(df.groupby("run_id", sort=True)):
         samples = _samples(grp)
-        curve = samples["score"].where(samples["status"] == "ok").cummax()
+        curve = best_valid_so_far(samples)
         color = plt.get_cmap("tab10")(i % 10)
         ax.step(samples["sample_index"], curve, where="post", color=color, label=str(run))
         ok = samples[samples["status"] == "ok"]

@@ -543,6 +543,30 @@ def test_search_summary_reports_final_best_valid_samples_and_first_beat_of_the_s
     assert table.loc["tuned", "first_sample_above_seed"] == 1
 
 
+def test_search_curves_carry_the_best_over_invalid_samples_so_a_failed_last_sample_keeps_the_final_best():
+    # Stage 6 of run 6's search reported a blank final best for runs whose last sample failed.
+    from aad_kit.evaluation.generalisation import search_summary
+    from aad_kit.evaluation.search_comparison import search_curves
+
+    nan = float("nan")
+    frame = pd.DataFrame({
+        "operator": ["seed", "e1", "e2", "m1", "m2"],
+        "sample_index": [-1, 0, 1, 2, 3],
+        "status": ["ok", "syntax_error", "ok", "runtime_error", "timeout"],
+        "score": [1842.0, nan, 1900.0, nan, nan],
+    })
+
+    class OneRunDB:
+        def to_dataframe(self, run_id):
+            return frame
+
+    curves = search_curves(OneRunDB(), {("tuned", 1): "r"})
+    assert np.isnan(curves["best_so_far"].iloc[0])  # before the first valid sample
+    assert list(curves["best_so_far"].iloc[1:]) == [1900.0, 1900.0, 1900.0]
+    row = search_summary(curves).iloc[0]
+    assert row["final_best"] == 1900.0 and row["valid"] == 1 and row["first_sample_above_seed"] == 1
+
+
 # ------------------------------------------------------------------------------ the tiny model
 def test_real_tiny_model_base_and_adapter(tmp_path, sandbox, use_llm_cache, tiny_lora_dir):  # noqa: F811
     cfg = GeneralisationConfig(

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from aad_kit.db import best_valid_so_far
 from aad_kit.evaluation.storage import CURVES_CSV, SEARCH_DB, _write_atomic
 from aad_kit.llm.base import Sampler
 from aad_kit.tasks import get_task
@@ -100,7 +101,7 @@ def search_curves(db: Any, runs: Mapping[tuple[str, int], str]) -> pd.DataFrame:
             "sample_index": llm["sample_index"].astype(int).to_numpy(),
             "status": llm["status"].astype(str).to_numpy(),
             "score": score.to_numpy(),
-            "best_so_far": score.cummax().to_numpy(),
+            "best_so_far": best_valid_so_far(llm).to_numpy(),
             "best_seed_heuristic": ref,
         }))
     cols = ["model", "seed", "run_id", "sample_index", "status", "score", "best_so_far",
