@@ -34,3 +34,19 @@ def test_evaluation_grid_for_another_task_holds_out_its_own_settings():
 def test_unknown_profile_names_the_choices():
     with pytest.raises(KeyError, match="choose one of: smoke, quick"):
         profiles.get_profile("fast")
+
+
+def test_cpu_long_is_what_run_6_and_its_search_ran():
+    """The README reports cpu-long's time and result from run 6 (the quick profile with the
+    0.5B coder, seeds 2-5) and its same-budget search (3 runs x 48 samples); the profile must
+    stay that configuration, read from run 6's checked-in manifest, up to its sampling seeds."""
+    import json
+    from pathlib import Path
+
+    manifest = json.loads((Path(__file__).parents[1] / "docs/example-run-6-0.5b/manifest.json").read_text())
+    run6 = {**manifest["profile_settings"], **manifest["params"]}
+    cpu_long = json.loads(json.dumps(profiles.describe("cpu-long")))  # tuples as the manifest's lists
+    differ = {k for k in cpu_long if k != "eval_seeds" and cpu_long[k] != run6.get(k)}
+    assert differ == {"name", "description", "search_comparison_runs", "search_comparison_budget"}
+    assert (cpu_long["search_comparison_runs"], cpu_long["search_comparison_budget"]) == (3, 48)
+    assert len(cpu_long["eval_seeds"]) == len(run6["seeds"]) == 4
