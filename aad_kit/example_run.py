@@ -23,11 +23,12 @@ MARKER = "<!-- written by aad-kit example-run -->"
 
 
 def _copied_files(layout: RunLayout) -> list[Path]:
-    """The run's one-file artifacts worth reading: manifest, report, the answers behind the table."""
-    from aad_kit.evaluation.storage import ANSWERS_JSONL, SAMPLES_CSV, SUMMARY_CSV
+    """The run's one-file artifacts worth reading: manifest, report, the answers behind the table
+    and the config that records which models wrote them (without it they cannot be re-used)."""
+    from aad_kit.evaluation.storage import ANSWERS_JSONL, CONFIG_JSON, SAMPLES_CSV, SUMMARY_CSV
 
     return [layout.manifest_path, layout.report_md, layout.report_html,
-            *(layout.root / name for name in (SUMMARY_CSV, SAMPLES_CSV, ANSWERS_JSONL))]
+            *(layout.root / name for name in (SUMMARY_CSV, SAMPLES_CSV, ANSWERS_JSONL, CONFIG_JSON))]
 
 
 def _readme(layout: RunLayout, left_out: dict[str, int]) -> str:

@@ -376,6 +376,28 @@ def test_resume_skips_done_cells_and_reuses_stored_answers(tmp_path, sandbox):
     assert res6.answers_sampled == 2 * 2 * 2 * N and len(res6.samples) == 2 * 2 * N * 3
 
 
+def test_answers_copied_without_their_config_are_refused_not_replayed(tmp_path, sandbox):
+    """A stage-6 redo on a copy that carried run 6's answers file but not its config replayed
+    answers of one adapter as those of a re-trained, different one; nothing can check them."""
+    cfg = make_config(models={"good": "fake:good"}, seeds=(0,), held_out_settings=())
+    first, copy = tmp_path / "first", tmp_path / "copy"
+    run_generalisation(cfg, first, samplers=fakes("good"), sandbox=sandbox, progress=False)
+    copy.mkdir()
+    shutil.copy(first / ANSWERS_JSONL, copy / ANSWERS_JSONL)
+    with pytest.raises(ConfigMismatch, match="records no fingerprint"):
+        run_generalisation(cfg, copy, samplers=fakes("good"), sandbox=sandbox, progress=False)
+    again = fakes("good")
+    res = run_generalisation(cfg, copy, samplers=again, sandbox=sandbox, progress=False, overwrite=True)
+    assert len(again["good"].calls) == 2 and res.answers_sampled == 2 * N and res.answers_reused == 0
+    # with the config beside them the answers are checked and re-used
+    shutil.copy(first / CONFIG_JSON, copy / CONFIG_JSON)
+    shutil.copy(first / ANSWERS_JSONL, copy / ANSWERS_JSONL)
+    (copy / SAMPLES_CSV).unlink()
+    replay = fakes("good")
+    res = run_generalisation(cfg, copy, samplers=replay, sandbox=sandbox, progress=False)
+    assert not replay["good"].calls and res.answers_reused == 2 * N
+
+
 def test_interrupted_after_sampling_does_not_sample_again(tmp_path, sandbox):
     cfg = make_config(models={"good": "fake:good"}, seeds=(0,))
     s1 = fakes("good")

@@ -372,6 +372,8 @@ def test_example_run_checks_in_the_readable_part_of_a_finished_run(smoke_run, tm
     assert {p.name for p in (dest / "notebooks").iterdir()} == {s.notebook.name for s in STAGES}
     assert (dest / "tables" / "headline.csv").is_file() and (dest / "report.html").is_file()
     assert not (dest / "dpo").exists() and not (dest / "algorithms.sqlite").exists()
+    # the answers travel with the config that says which models wrote them (else not re-usable)
+    assert (dest / "generalisation_answers.jsonl").is_file() and (dest / "generalisation_config.json").is_file()
     report = (dest / "report.md").read_text()
     links = re.findall(r"\]\(((?:figures|notebooks)/[^)]+)\)", report)
     assert any(link.startswith("figures/") for link in links)

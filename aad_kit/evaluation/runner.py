@@ -57,6 +57,7 @@ from aad_kit.evaluation.storage import (
     _ROW_KEY,
     ANSWERS_JSONL,
     COMPARISON_CSV,
+    CONFIG_JSON,
     SAMPLES_CSV,
     SUMMARY_CSV,
     _append_answers,
@@ -210,6 +211,19 @@ def run_generalisation(
     state = _read_state(out)
     fingerprints = {m: {**config.sampling_params(m), **spec_fingerprint(spec)}
                     for m, spec in config.models}
+    # Answers whose model the config file does not record (an answers file copied without it)
+    # cannot be checked against the model now named: refuse them rather than replay them.
+    unrecorded = sorted({m for m, _, _ in load_answers(out) if m in fingerprints} - set(state["models"]))
+    for m in unrecorded:
+        if not overwrite:
+            raise ConfigMismatch(
+                f"{out / ANSWERS_JSONL} holds answers of model {m!r} but {CONFIG_JSON} records no "
+                f"fingerprint for it, so nothing shows which model wrote them. Copy the "
+                f"{CONFIG_JSON} they were sampled with beside them, or overwrite=True to drop them."
+            )
+        assert out is not None
+        _drop_model(out, m)
+        say(f"[{m}] answers without a recorded fingerprint: dropped them")
     for m, fp in fingerprints.items():
         stored = state["models"].get(m)
         if stored is not None and not fingerprints_match(stored, fp):
