@@ -86,7 +86,7 @@ _CPU_LONG = replace(
     _QUICK,
     name="cpu-long",
     description="the quick experiment with the 0.5B coder as student, 64 answers per model and "
-                "the same-budget search (about 3.5 hours on 2 CPU cores)",
+                "the same-budget search (about 3 hours on 2 CPU cores)",
     model="qwen2.5-coder-0.5b",
     eval_seeds=(0, 1, 2, 3),
     search_comparison_runs=3,
